@@ -1,0 +1,49 @@
+"""``fuse4seg <verb>``: the command line.
+
+Each verb lives in its own module under ``fuse4seg_jax/commands/`` and exposes
+``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported only when their verb
+runs, so ``fuse4seg --help`` stays fast and a verb's heavy imports (JAX, TFDS) cost nothing
+elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from fuse4seg_jax.errors import Fuse4SegError
+
+# verb -> (module under fuse4seg_jax.commands, one-line help)
+VERBS: dict[str, tuple[str, str]] = {
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fuse4seg",
+        description="Bi-level image fusion + segmentation for multi-modal MRI (Fuse4Seg) in JAX.",
+    )
+    sub = parser.add_subparsers(dest="verb", metavar="<verb>", required=True)
+    for verb, (module, help_text) in VERBS.items():
+        p = sub.add_parser(verb, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        importlib.import_module(f"fuse4seg_jax.commands.{module}").add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one verb; a :class:`Fuse4SegError` becomes ``error: ...`` on stderr and exit code 2."""
+    args = _parser().parse_args(argv)
+    try:
+        return int(importlib.import_module(f"fuse4seg_jax.commands.{args._module}").run(args) or 0)
+    except Fuse4SegError as err:
+        print(f"fuse4seg {args.verb}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fuse4seg {args.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

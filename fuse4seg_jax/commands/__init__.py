@@ -1,0 +1,1 @@
+"""Command-line verbs, one module each (see ``fuse4seg_jax.cli``)."""
