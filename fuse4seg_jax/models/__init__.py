@@ -1,0 +1,18 @@
+"""Fusion leaders, segmentation followers and discriminators behind one pure boundary.
+
+Importing this package registers every model; build one with :func:`create`.
+"""
+
+from fuse4seg_jax.models.pure import Params, PureModel, count_params, split_module
+from fuse4seg_jax.models.registry import FAMILIES, create, names, register
+
+__all__ = [
+    "FAMILIES",
+    "Params",
+    "PureModel",
+    "count_params",
+    "create",
+    "names",
+    "register",
+    "split_module",
+]
