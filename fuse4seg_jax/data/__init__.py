@@ -1,0 +1,52 @@
+"""The data layer: phantom cases, BraTS reading, the tfds slice dataset, batches, paired images.
+
+Names are imported on first use (PEP 562), so ``import fuse4seg_jax.data`` and the command
+line's ``--help`` do not pay for TensorFlow Datasets and SimpleITK. The tfds builder
+``fuse4seg_brats`` is registered once :mod:`fuse4seg_jax.data.slices_builder` is imported
+(by ``prepare_dataset``, ``open_split`` or ``Fuse4segBrats``).
+"""
+
+import importlib
+
+_EXPORTS = {
+    "batches": "batching",
+    "gather": "batching",
+    "patient_split_batch": "batching",
+    "DEFAULT_MODALITIES": "brats",
+    "MODALITIES": "brats",
+    "Case": "brats",
+    "CaseFiles": "brats",
+    "discover_cases": "brats",
+    "load_case": "brats",
+    "to_brats": "brats",
+    "to_internal": "brats",
+    "write_like": "brats",
+    "SliceSource": "dataset",
+    "available_splits": "dataset",
+    "open_split": "dataset",
+    "prepare_dataset": "dataset",
+    "Pair": "paired",
+    "read_paired_folder": "paired",
+    "restore_colour": "paired",
+    "rgb_to_ycbcr": "paired",
+    "ycbcr_to_rgb": "paired",
+    "write_phantom": "phantom",
+    "crop_window": "preprocess",
+    "normalise_volume": "preprocess",
+    "slices_along": "preprocess",
+    "BratsConfig": "slices_builder",
+    "Fuse4segBrats": "slices_builder",
+    "brats_config": "slices_builder",
+    "split_cases": "splits",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,105 @@
+"""Deterministic numpy batches from a :class:`SliceSource`.
+
+A small sampler of our own rather than grain: what training needs is an index permutation that
+is a pure function of (seed, epoch) or (seed, step), so a resumed run sees exactly the same
+batches without checkpointing iterator state, plus a patient-disjoint split of each batch
+(Fuse4Seg Algorithm 1). Both are a few lines over ``np.random.default_rng``; grain would add a
+dependency and its own state to checkpoint for no gain at this scale (reads are one ArrayRecord
+call per batch).
+
+A batch is ``{"image": (B, H, W, N) float32, "label": (B, H, W) int32, "patient": (B,) int32,
+"slice": (B,) int32}``, where ``patient`` indexes ``src.case_ids``. Shard it along B.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from fuse4seg_jax.data.dataset import SliceSource
+from fuse4seg_jax.errors import DataError
+
+
+def gather(src: SliceSource, indices: np.ndarray) -> dict[str, np.ndarray]:
+    """Stack the records ``indices`` of ``src`` into one batch dict."""
+    indices = np.asarray(indices, dtype=np.int64)
+    records = src.getitems(indices.tolist())
+    return {
+        "image": np.stack([r["image"] for r in records]).astype(np.float32, copy=False),
+        "label": np.stack([r["label"] for r in records]).astype(np.int32, copy=False),
+        "patient": src.record_case[indices],
+        "slice": src.record_slice[indices],
+    }
+
+
+def batches(
+    src: SliceSource,
+    batch_size: int,
+    *,
+    seed: int,
+    epoch: int,
+    shuffle: bool = True,
+    drop_remainder: bool = True,
+) -> Iterator[dict[str, np.ndarray]]:
+    """One epoch of batches.
+
+    Arguments:
+        src: the split.
+        batch_size: B.
+        seed: run seed.
+        epoch: epoch number; the order is a function of (seed, epoch) only.
+        shuffle: permute the records; otherwise (case id, slice) order, as for evaluation.
+        drop_remainder: drop the last, smaller batch (keeps shapes static for ``jit``).
+
+    Returns:
+        An iterator of batch dicts (see the module docstring).
+
+    Raises:
+        DataError: ``drop_remainder`` and fewer records than ``batch_size``.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    n = len(src)
+    if drop_remainder and n < batch_size:
+        raise DataError(f"the split has {n} slices, fewer than one batch of {batch_size}")
+    order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
+    stop = n - n % batch_size if drop_remainder else n
+    for start in range(0, stop, batch_size):
+        yield gather(src, order[start : start + batch_size])
+
+
+def patient_split_batch(
+    src: SliceSource, tr_size: int, val_size: int, *, seed: int, step: int
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Two batches, D_tr and D_val, drawn from disjoint sets of patients (Fuse4Seg Algorithm 1).
+
+    The patients are permuted and cut in proportion ``tr_size : val_size`` (each side gets at
+    least one patient); each batch then draws its slices uniformly from its side's records,
+    without replacement when there are enough.
+
+    Arguments:
+        src: the split (usually train).
+        tr_size: slices in D_tr.
+        val_size: slices in D_val.
+        seed: run seed.
+        step: outer step; the pair is a function of (seed, step) only.
+
+    Returns:
+        ``(tr, val)`` batch dicts whose ``patient`` sets are disjoint.
+
+    Raises:
+        DataError: the split has fewer than 2 patients.
+    """
+    num_patients = len(src.case_ids)
+    if num_patients < 2:
+        raise DataError(f"a patient-level D_tr / D_val split needs >= 2 patients, the split has {num_patients}")
+    rng = np.random.default_rng([seed, step])
+    patients = rng.permutation(num_patients)
+    cut = int(np.clip(round(num_patients * tr_size / (tr_size + val_size)), 1, num_patients - 1))
+
+    def draw(group: np.ndarray, size: int) -> dict[str, np.ndarray]:
+        pool = np.flatnonzero(np.isin(src.record_case, group))
+        return gather(src, np.sort(rng.choice(pool, size, replace=size > pool.size)))
+
+    return draw(patients[:cut], tr_size), draw(patients[cut:], val_size)
