@@ -156,9 +156,40 @@ def check_case_files(case: CaseFiles, modalities: Sequence[str], *, need_seg: bo
         raise DataError(f"case {case.case_id}: no segmentation file in {case.folder}")
 
 
+# NIfTI header: sizeof_hdr -> (offset of datatype (int16), offset and type of vox_offset)
+_NIFTI_HEADERS = {348: (70, 108, "f4"), 540: (12, 168, "i8")}
+_NIFTI_FLOATS = {16: "f4", 64: "f8"}
+
+
+def _check_raw(path: Path) -> None:
+    """Decompress the whole file (catches truncation, which ITK reads silently) and count NaN/inf
+    voxels in float data (which ITK's NIfTI reader silently turns into 0)."""
+    import gzip
+    import zlib
+
+    try:
+        data = gzip.open(path).read() if path.name.endswith(".gz") else path.read_bytes()
+    except (OSError, EOFError, zlib.error) as err:
+        raise DataError(f"{path}: cannot read NIfTI (truncated or corrupt: {err})") from None
+    for order in "<>":
+        size = np.frombuffer(data[:4], dtype=f"{order}i4")[0] if len(data) >= 4 else 0
+        if size in _NIFTI_HEADERS and len(data) >= size:
+            dtype_at, offset_at, offset_type = _NIFTI_HEADERS[size]
+            datatype = int(np.frombuffer(data, f"{order}i2", 1, dtype_at)[0])
+            offset = int(np.frombuffer(data, f"{order}{offset_type}", 1, offset_at)[0])
+            if datatype in _NIFTI_FLOATS:
+                dtype = np.dtype(f"{order}{_NIFTI_FLOATS[datatype]}")
+                voxels = np.frombuffer(data, dtype, (len(data) - offset) // dtype.itemsize, offset)
+                bad = int(np.count_nonzero(~np.isfinite(voxels)))
+                if bad:
+                    raise DataError(f"{path}: {bad} NaN or infinite voxels")
+            return
+
+
 def _read(path: Path):
     import SimpleITK as sitk
 
+    _check_raw(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as err:
@@ -216,11 +247,7 @@ def load_case(case: CaseFiles, modalities: Sequence[str] = DEFAULT_MODALITIES) -
     for path in paths:
         image = ref if path == ref_path else _read(path)
         _check_same_geometry(image, path, ref, ref_path)
-        volume = _array(image).astype(np.float32)
-        bad = int(np.count_nonzero(~np.isfinite(volume)))
-        if bad:
-            raise DataError(f"{path}: {bad} NaN or infinite voxels")
-        channels.append(normalise_volume(volume))
+        channels.append(normalise_volume(_array(image).astype(np.float32)))
     label = None
     if case.seg is not None:
         seg_image = _read(case.seg)

@@ -8,9 +8,9 @@ modality shows only part of the tumour, as in real scans.
 | WM     | 0.80 | 0.80 | 0.32 | 0.38  |                                                 |
 | GM     | 0.62 | 0.64 | 0.45 | 0.48  |                                                 |
 | CSF    | 0.22 | 0.24 | 0.95 | 0.10  | dark on T1 and FLAIR, bright on T2              |
-| ED (2) | 0.66 | 0.74 | 0.78 | 0.86  | near WM on T1ce (almost invisible), bright on FLAIR/T2 |
-| ET (4) | 0.64 | 1.00 | 0.62 | 0.88  | bright only on T1ce                             |
-| NCR (1)| 0.38 | 0.32 | 0.88 | 0.84  | dark on T1ce; on FLAIR all three tumour labels look alike |
+| ED (2) | 0.66 | 0.74 | 0.78 | 0.88  | near WM on T1ce (almost invisible), bright on FLAIR/T2 |
+| ET (4) | 0.64 | 1.00 | 0.62 | 0.84  | bright only on T1ce                             |
+| NCR (1)| 0.38 | 0.32 | 0.88 | 0.82  | dark on T1ce; on FLAIR all three tumour labels look alike |
 
 So T1ce separates ET from NCR but hardly shows the edema, FLAIR shows the whole tumour but not its
 inner structure: only the pair (T1ce, FLAIR) delineates all three labels.
@@ -43,7 +43,7 @@ _CONTRAST = np.array(
         [0.80, 0.62, 0.22, 0.66, 0.64, 0.38],  # t1
         [0.80, 0.64, 0.24, 0.74, 1.00, 0.32],  # t1ce
         [0.32, 0.45, 0.95, 0.78, 0.62, 0.88],  # t2
-        [0.38, 0.48, 0.10, 0.86, 0.88, 0.84],  # flair
+        [0.38, 0.48, 0.10, 0.88, 0.84, 0.82],  # flair
     ],
     dtype=np.float32,
 )
