@@ -16,7 +16,7 @@ from fuse4seg_jax.errors import Fuse4SegError
 
 # verb -> (module under fuse4seg_jax.commands, one-line help)
 VERBS: dict[str, tuple[str, str]] = {
-    "phantom": ("phantom", "write synthetic BraTS-layout cases (brain, tumour, four MRI contrasts)"),
+    "phantom": ("phantom", "write synthetic BraTS-layout cases (brain, tumour, 4 contrasts)"),
     "prepare": ("prepare", "turn BraTS or phantom cases into the ArrayRecord slice dataset"),
 }
 

@@ -34,7 +34,13 @@ def _brats2023_case(root, seg_values=(0, 1, 2, 3)):
     volume[1:5, 1:4, 1:3] = np.arange(1, 25, dtype=np.float32).reshape(4, 3, 2)
     seg = np.zeros((6, 5, 4), dtype=np.uint8)
     seg[1:5, 1:4, 1:3] = np.resize(np.asarray(seg_values, dtype=np.uint8), (4, 3, 2))
-    for suffix, data in (("t1c", volume), ("t2f", (volume > 0) * 5.0), ("t1n", volume), ("t2w", volume), ("seg", seg)):
+    for suffix, data in (
+        ("t1c", volume),
+        ("t2f", (volume > 0) * 5.0),
+        ("t1n", volume),
+        ("t2w", volume),
+        ("seg", seg),
+    ):
         _write(root / case / f"{case}-{suffix}.nii.gz", data)
     return root / case
 
@@ -78,12 +84,19 @@ def test_normalisation_clips_percentiles_and_keeps_background_zero():
     np.testing.assert_allclose(out[:, :, 5:], (volume[:, :, 5:] - 1) / 499, atol=1e-6)
     clipped = normalise_volume(volume, percentiles=(10.0, 90.0))
     lo, hi = np.percentile(np.arange(1, 501), (10, 90))
-    np.testing.assert_allclose(clipped[:, :, 5:], (np.clip(volume[:, :, 5:], lo, hi) - lo) / (hi - lo), atol=1e-6)
+    np.testing.assert_allclose(
+        clipped[:, :, 5:], (np.clip(volume[:, :, 5:], lo, hi) - lo) / (hi - lo), atol=1e-6
+    )
 
 
 def test_crop_240_to_224_only_in_plane():
     assert crop_window((240, 240, 155), 2) == (slice(8, 232), slice(8, 232), slice(None))
-    assert crop_window((240, 240, 155, 2), 0) == (slice(None), slice(8, 232), slice(None), slice(None))
+    assert crop_window((240, 240, 155, 2), 0) == (
+        slice(None),
+        slice(8, 232),
+        slice(None),
+        slice(None),
+    )
     assert crop_window((96, 96, 64), 2) == (slice(None),) * 3
 
 
@@ -99,6 +112,7 @@ def test_split_is_patient_level_deterministic_and_complete():
 
 
 # --- bad input: each error names the file -------------------------------------------------
+
 
 def test_empty_folder(tmp_path):
     with pytest.raises(DataError, match=f"{tmp_path}: no BraTS cases"):
@@ -117,12 +131,17 @@ def test_unknown_modality(phantom):
         load_case(discover_cases(phantom)[0], ("t1ce", "pd"))
 
 
-@pytest.mark.parametrize(("what", "spacing", "shape"), [("size", (1, 1, 1), (32, 32, 15)),
-                                                        ("spacing", (1, 1, 1.5), (32, 32, 16))])
+@pytest.mark.parametrize(
+    ("what", "spacing", "shape"),
+    [("size", (1, 1, 1), (32, 32, 15)), ("spacing", (1, 1, 1.5), (32, 32, 16))],
+)
 def test_geometry_mismatch(phantom, what, spacing, shape):
     path = phantom / "BraTS2021_00000" / "BraTS2021_00000_flair.nii.gz"
     _write(path, np.ones(shape, np.float32), spacing)
-    with pytest.raises(DataError, match=f"BraTS2021_00000_flair.nii.gz: {what} .* differs from BraTS2021_00000_t1ce"):
+    with pytest.raises(
+        DataError,
+        match=f"BraTS2021_00000_flair.nii.gz: {what} .* differs from BraTS2021_00000_t1ce",
+    ):
         load_case(discover_cases(phantom)[0])
 
 

@@ -36,10 +36,16 @@ def _region_means(case):
     """mean normalised intensity per modality in NCR, ED, ET and healthy brain (label 0, brain)."""
     loaded = load_case(case, ("t1ce", "flair"))
     brain = loaded.images.max(axis=-1) > 0
-    regions = {"ncr": loaded.label == 1, "ed": loaded.label == 2, "et": loaded.label == 3,
-               "healthy": brain & (loaded.label == 0)}
-    return {m: {r: loaded.images[..., i][mask] for r, mask in regions.items()}
-            for i, m in enumerate(loaded.modalities)}
+    regions = {
+        "ncr": loaded.label == 1,
+        "ed": loaded.label == 2,
+        "et": loaded.label == 3,
+        "healthy": brain & (loaded.label == 0),
+    }
+    return {
+        m: {r: loaded.images[..., i][mask] for r, mask in regions.items()}
+        for i, m in enumerate(loaded.modalities)
+    }
 
 
 def test_contrasts_need_both_modalities(cases):
@@ -53,7 +59,9 @@ def test_contrasts_need_both_modalities(cases):
         flair_ed = (flair["ed"].mean() - flair["healthy"].mean()) / flair["healthy"].std()
         assert t1ce_ed < 0.4 * flair_ed
         # FLAIR hardly separates the tumour's inner labels, which T1ce does
-        assert abs(flair["et"].mean() - flair["ncr"].mean()) < 0.5 * (t1ce["et"].mean() - t1ce["ncr"].mean())
+        assert abs(flair["et"].mean() - flair["ncr"].mean()) < 0.5 * (
+            t1ce["et"].mean() - t1ce["ncr"].mean()
+        )
 
 
 def test_same_seed_same_bytes_other_seed_differs(cases, tmp_path):

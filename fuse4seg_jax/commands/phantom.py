@@ -10,7 +10,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cases", type=int, default=20, help="number of cases (default 20)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument(
-        "--shape", type=int, nargs=3, default=(96, 96, 64), metavar=("X", "Y", "Z"),
+        "--shape",
+        type=int,
+        nargs=3,
+        default=(96, 96, 64),
+        metavar=("X", "Y", "Z"),
         help="volume size in 1 mm voxels (default 96 96 64; BraTS is 240 240 155)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
@@ -19,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from fuse4seg_jax.data.phantom import write_phantom
 
-    folders = write_phantom(args.out, args.cases, args.seed, tuple(args.shape), overwrite=args.overwrite)
+    folders = write_phantom(
+        args.out, args.cases, args.seed, tuple(args.shape), overwrite=args.overwrite
+    )
     print(f"wrote {len(folders)} cases to {args.out}")
     return 0

@@ -8,15 +8,28 @@ from fuse4seg_jax.data.brats import DEFAULT_MODALITIES, MODALITIES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--manual-dir", required=True, help="folder of BraTS 2021/2023 case folders")
-    parser.add_argument("--data-dir", required=True, help="tfds data dir to write the dataset under")
     parser.add_argument(
-        "--modalities", nargs="+", default=list(DEFAULT_MODALITIES),
-        help=f"channels in order, any of {' '.join(MODALITIES)} (default: {' '.join(DEFAULT_MODALITIES)})",
+        "--manual-dir", required=True, help="folder of BraTS 2021/2023 case folders"
     )
-    parser.add_argument("--split-seed", type=int, default=0, help="seed of the patient split (default 0)")
     parser.add_argument(
-        "--fractions", type=float, nargs=3, default=(0.7, 0.1, 0.2), metavar=("TRAIN", "VAL", "TEST"),
+        "--data-dir", required=True, help="tfds data dir to write the dataset under"
+    )
+    parser.add_argument(
+        "--modalities",
+        nargs="+",
+        default=list(DEFAULT_MODALITIES),
+        help=f"channels in order, any of {' '.join(MODALITIES)} "
+        f"(default: {' '.join(DEFAULT_MODALITIES)})",
+    )
+    parser.add_argument(
+        "--split-seed", type=int, default=0, help="seed of the patient split (default 0)"
+    )
+    parser.add_argument(
+        "--fractions",
+        type=float,
+        nargs=3,
+        default=(0.7, 0.1, 0.2),
+        metavar=("TRAIN", "VAL", "TEST"),
         help="patient fractions per split (default 0.7 0.1 0.2)",
     )
     parser.add_argument("--overwrite", action="store_true", help="rebuild an existing dataset")
@@ -26,8 +39,12 @@ def run(args: argparse.Namespace) -> int:
     from fuse4seg_jax.data.dataset import available_splits, open_split, prepare_dataset
 
     path = prepare_dataset(
-        args.manual_dir, args.data_dir, modalities=args.modalities, split_seed=args.split_seed,
-        fractions=args.fractions, overwrite=args.overwrite,
+        args.manual_dir,
+        args.data_dir,
+        modalities=args.modalities,
+        split_seed=args.split_seed,
+        fractions=args.fractions,
+        overwrite=args.overwrite,
     )
     sizes = []
     for split in available_splits(path):

@@ -93,7 +93,9 @@ def patient_split_batch(
     """
     num_patients = len(src.case_ids)
     if num_patients < 2:
-        raise DataError(f"a patient-level D_tr / D_val split needs >= 2 patients, the split has {num_patients}")
+        raise DataError(
+            f"a patient-level D_tr / D_val split needs >= 2 patients, the split has {num_patients}"
+        )
     rng = np.random.default_rng([seed, step])
     patients = rng.permutation(num_patients)
     cut = int(np.clip(round(num_patients * tr_size / (tr_size + val_size)), 1, num_patients - 1))

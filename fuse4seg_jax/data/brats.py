@@ -102,7 +102,9 @@ def check_modalities(modalities: Sequence[str]) -> tuple[str, ...]:
     modalities = tuple(modalities)
     for m in modalities:
         if m not in MODALITIES:
-            raise ConfigError(f"unknown modality {m!r} (--modalities takes any of {', '.join(MODALITIES)})")
+            raise ConfigError(
+                f"unknown modality {m!r} (--modalities takes any of {', '.join(MODALITIES)})"
+            )
     if not modalities or len(set(modalities)) != len(modalities):
         raise ConfigError(f"--modalities must name distinct modalities, got {list(modalities)}")
     return modalities
@@ -142,7 +144,8 @@ def discover_cases(root: str | os.PathLike) -> list[CaseFiles]:
     if not cases:
         raise DataError(
             f"{root}: no BraTS cases found (expected folders such as BraTS2021_00000/ holding "
-            "BraTS2021_00000_t1ce.nii.gz ..., or BraTS-GLI-00000-000/ holding BraTS-GLI-00000-000-t1c.nii.gz ...)"
+            "BraTS2021_00000_t1ce.nii.gz ..., or BraTS-GLI-00000-000/ holding "
+            "BraTS-GLI-00000-000-t1c.nii.gz ...)"
         )
     return sorted(cases, key=lambda c: c.case_id)
 
@@ -196,8 +199,10 @@ def _read(path: Path):
         reason = str(err).strip().splitlines()[-1] if str(err).strip() else "unreadable"
         raise DataError(f"{path}: cannot read NIfTI ({reason})") from None
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise DataError(f"{path}: expected a 3-D scalar volume, got {image.GetDimension()}-D "
-                        f"with {image.GetNumberOfComponentsPerPixel()} components")
+        raise DataError(
+            f"{path}: expected a 3-D scalar volume, got {image.GetDimension()}-D "
+            f"with {image.GetNumberOfComponentsPerPixel()} components"
+        )
     return image
 
 
@@ -210,8 +215,10 @@ def _check_same_geometry(image, path: Path, ref, ref_path: Path) -> None:
     )
     for what, got, want, tol in checks:
         if not np.allclose(got, want, rtol=0.0, atol=tol):
-            raise DataError(f"{path}: {what} {tuple(np.round(got, 4))} differs from {ref_path.name} "
-                            f"{tuple(np.round(want, 4))}")
+            raise DataError(
+                f"{path}: {what} {tuple(np.round(got, 4))} differs from {ref_path.name} "
+                f"{tuple(np.round(want, 4))}"
+            )
 
 
 def _array(image) -> np.ndarray:
@@ -276,7 +283,9 @@ def to_internal(seg: np.ndarray, naming: str, path: str | os.PathLike = "seg") -
     values = np.unique(seg)
     unexpected = [v.item() for v in values if v not in allowed]
     if unexpected:
-        raise DataError(f"{path}: unexpected label values {unexpected} (BraTS {naming} uses {list(allowed)})")
+        raise DataError(
+            f"{path}: unexpected label values {unexpected} (BraTS {naming} uses {list(allowed)})"
+        )
     lut = np.zeros(max(allowed) + 1, dtype=np.int32)
     lut[list(allowed)] = (0, 1, 2, 3)
     return lut[seg.astype(np.int64)]
@@ -284,10 +293,14 @@ def to_internal(seg: np.ndarray, naming: str, path: str | os.PathLike = "seg") -
 
 def to_brats(label: np.ndarray, naming: str) -> np.ndarray:
     """Map internal classes 0..3 back to the on-disk labels of ``naming`` (uint8)."""
-    return np.array([0, 1, 2, _NAMINGS[naming][2]], dtype=np.uint8)[np.asarray(label, dtype=np.int64)]
+    return np.array([0, 1, 2, _NAMINGS[naming][2]], dtype=np.uint8)[
+        np.asarray(label, dtype=np.int64)
+    ]
 
 
-def write_like(array: np.ndarray, reference: Case, path: str | os.PathLike, labels: bool = False) -> Path:
+def write_like(
+    array: np.ndarray, reference: Case, path: str | os.PathLike, labels: bool = False
+) -> Path:
     """Write an ``(X, Y, Z)`` volume as NIfTI with ``reference``'s geometry, atomically.
 
     Arguments:

@@ -104,7 +104,9 @@ def phantom_case(
     side = np.asarray(shape, dtype=np.float32)
     semi = np.float32(0.42) * side * rng.uniform(0.92, 1.0, 3).astype(np.float32)
     q = [
-        ((np.arange(n, dtype=np.float32) - (n - 1) / 2) / a).reshape([-1 if i == d else 1 for i in range(3)])
+        ((np.arange(n, dtype=np.float32) - (n - 1) / 2) / a).reshape(
+            [-1 if i == d else 1 for i in range(3)]
+        )
         for d, (n, a) in enumerate(zip(shape, semi, strict=True))
     ]
     low = smooth_noise(rng, shape, cells=4, count=3 + len(_MODALITIES))
@@ -115,17 +117,26 @@ def phantom_case(
     brain_width = 0.6 / float(semi.mean())  # about one voxel in units of the brain radius
     r = np.sqrt(q[0] ** 2 + q[1] ** 2 + q[2] ** 2) + np.float32(0.05) * deform_brain
     brain = r < 1.0
-    ventricle = np.minimum(
-        *(
-            np.sqrt(((q[0] - s * 0.14) / 0.09) ** 2 + ((q[1] + 0.05) / 0.32) ** 2 + ((q[2] - 0.1) / 0.18) ** 2)
-            for s in (-1.0, 1.0)
+    ventricle = (
+        np.minimum(
+            *(
+                np.sqrt(
+                    ((q[0] - s * 0.14) / 0.09) ** 2
+                    + ((q[1] + 0.05) / 0.32) ** 2
+                    + ((q[2] - 0.1) / 0.18) ** 2
+                )
+                for s in (-1.0, 1.0)
+            )
         )
-    ) + np.float32(0.1) * deform_brain
+        + np.float32(0.1) * deform_brain
+    )
 
     centre = rng.standard_normal(3)
     centre *= rng.uniform(0.25, 0.45) / np.linalg.norm(centre)
     radius = rng.uniform(0.26, 0.4, 3)
-    d = np.sqrt(sum(((q[i] - np.float32(centre[i])) / np.float32(radius[i])) ** 2 for i in range(3)))
+    d = np.sqrt(
+        sum(((q[i] - np.float32(centre[i])) / np.float32(radius[i])) ** 2 for i in range(3))
+    )
     d_edema = d + np.float32(0.22) * deform_edema
     d_core = d + np.float32(0.08) * deform_core
     t_et = rng.uniform(0.55, 0.68)

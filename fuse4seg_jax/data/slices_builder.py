@@ -58,7 +58,9 @@ def brats_config(
     fractions: Sequence[float] = (0.7, 0.1, 0.2),
     slice_axis: int = 2,
 ) -> BratsConfig:
-    """A validated :class:`BratsConfig` named after its contents (e.g. ``t1ce-flair_seed0_70-10-20_axis2``).
+    """A validated :class:`BratsConfig` named after its contents.
+
+    The name reads e.g. ``t1ce-flair_seed0_70-10-20_axis2``.
 
     Raises:
         ConfigError: unknown modality, bad fractions or slice axis.
@@ -70,7 +72,8 @@ def brats_config(
     percent = "-".join(f"{100 * f:g}" for f in fractions)
     return BratsConfig(
         name=f"{'-'.join(modalities)}_seed{split_seed}_{percent}_axis{slice_axis}",
-        description=f"modalities {', '.join(modalities)}; patient split {percent} % by seed {split_seed}",
+        description=f"modalities {', '.join(modalities)}; "
+        f"patient split {percent} % by seed {split_seed}",
         modalities=modalities,
         split_seed=int(split_seed),
         fractions=fractions,
@@ -111,8 +114,12 @@ class Fuse4segBrats(tfds.core.GeneratorBasedBuilder):
             features=tfds.features.FeaturesDict(
                 {
                     # zlib: the in-plane size is only known from the data, and it halves the disk.
-                    "image": tfds.features.Tensor(shape=(None, None, n), dtype=np.float32, encoding="zlib"),
-                    "label": tfds.features.Tensor(shape=(None, None), dtype=np.int32, encoding="zlib"),
+                    "image": tfds.features.Tensor(
+                        shape=(None, None, n), dtype=np.float32, encoding="zlib"
+                    ),
+                    "label": tfds.features.Tensor(
+                        shape=(None, None), dtype=np.int32, encoding="zlib"
+                    ),
                     "case_id": tfds.features.Text(),
                     "slice": tfds.features.Scalar(dtype=np.int32),
                     "spacing": tfds.features.Tensor(shape=(3,), dtype=np.float32),
@@ -156,10 +163,13 @@ class Fuse4segBrats(tfds.core.GeneratorBasedBuilder):
             meta["splits"][split][case.case_id] = kept.tolist()
             spacing = case.spacing.astype(np.float32)
             for s in kept.tolist():
-                yield rank * _SLICE_KEY_STRIDE + s, {
-                    "image": np.ascontiguousarray(images[s]),
-                    "label": np.ascontiguousarray(labels[s]),
-                    "case_id": case.case_id,
-                    "slice": s,
-                    "spacing": spacing,
-                }
+                yield (
+                    rank * _SLICE_KEY_STRIDE + s,
+                    {
+                        "image": np.ascontiguousarray(images[s]),
+                        "label": np.ascontiguousarray(labels[s]),
+                        "case_id": case.case_id,
+                        "slice": s,
+                        "spacing": spacing,
+                    },
+                )

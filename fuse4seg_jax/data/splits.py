@@ -19,7 +19,9 @@ def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     """
     f = np.asarray(fractions, dtype=np.float64)
     if f.shape != (3,) or (f < 0).any() or abs(f.sum() - 1.0) > 1e-6:
-        raise ConfigError(f"--fractions must be three non-negative numbers summing to 1, got {list(fractions)}")
+        raise ConfigError(
+            f"--fractions must be three non-negative numbers summing to 1, got {list(fractions)}"
+        )
     return tuple(float(x) for x in f)
 
 
@@ -34,7 +36,10 @@ def split_counts(num_cases: int, fractions: Sequence[float]) -> list[int]:
     f = np.asarray(check_fractions(fractions))
     wanted = int((f > 0).sum())
     if num_cases < wanted:
-        raise DataError(f"{num_cases} cases cannot fill {wanted} non-empty splits (--fractions {list(fractions)})")
+        raise DataError(
+            f"{num_cases} cases cannot fill {wanted} non-empty splits "
+            f"(--fractions {list(fractions)})"
+        )
     exact = f * num_cases
     counts = np.where(f > 0, np.maximum(np.floor(exact), 1), 0).astype(int)
     while counts.sum() > num_cases:
@@ -44,7 +49,9 @@ def split_counts(num_cases: int, fractions: Sequence[float]) -> list[int]:
     return counts.tolist()
 
 
-def split_cases(case_ids: Sequence[str], seed: int, fractions: Sequence[float] = (0.7, 0.1, 0.2)) -> dict[str, list[str]]:
+def split_cases(
+    case_ids: Sequence[str], seed: int, fractions: Sequence[float] = (0.7, 0.1, 0.2)
+) -> dict[str, list[str]]:
     """Assign each patient to exactly one of train / val / test.
 
     The sorted ids are permuted by ``seed``; the split depends only on the set of ids, the seed
@@ -63,5 +70,6 @@ def split_cases(case_ids: Sequence[str], seed: int, fractions: Sequence[float] =
     order = np.random.default_rng(seed).permutation(len(ids))
     bounds = np.cumsum([0, *counts])
     return {
-        name: sorted(ids[i] for i in order[bounds[k] : bounds[k + 1]]) for k, name in enumerate(SPLITS)
+        name: sorted(ids[i] for i in order[bounds[k] : bounds[k + 1]])
+        for k, name in enumerate(SPLITS)
     }

@@ -1,0 +1,156 @@
+"""phantom -> tfds ArrayRecord -> SliceSource -> batches, and the prepare / phantom verbs."""
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from fuse4seg_jax.cli import main
+from fuse4seg_jax.data import (
+    batches,
+    discover_cases,
+    load_case,
+    open_split,
+    patient_split_batch,
+    prepare_dataset,
+    write_phantom,
+)
+from fuse4seg_jax.errors import DataError
+
+SHAPE = (32, 32, 16)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ds")
+    write_phantom(root / "cases", 4, seed=11, shape=SHAPE)
+    return root / "cases", prepare_dataset(root / "cases", root / "tfds")
+
+
+def test_round_trip_preserves_values_case_ids_and_slices(prepared):
+    manual, path = prepared
+    cases = {c.case_id: c for c in discover_cases(manual)}
+    for split in ("train", "val", "test"):
+        src = open_split(path, split)
+        assert src.modalities == ("t1ce", "flair")
+        for case_id in src.case_ids:
+            case = load_case(cases[case_id])
+            for i in src.slices_of(case_id):
+                record = src[int(i)]
+                assert record["case_id"] == case_id
+                np.testing.assert_array_equal(record["image"], case.images[:, :, record["slice"]])
+                np.testing.assert_array_equal(record["label"], case.label[:, :, record["slice"]])
+                np.testing.assert_array_equal(record["spacing"], [1, 1, 1])
+
+
+def test_splits_are_patient_disjoint_train_drops_only_brainless_slices(prepared):
+    manual, path = prepared
+    splits = {s: open_split(path, s) for s in ("train", "val", "test")}
+    ids = [set(src.case_ids) for src in splits.values()]
+    assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
+    assert set.union(*ids) == {c.case_id for c in discover_cases(manual)}
+    for split in ("val", "test"):  # every slice kept, in order, so volumes restack
+        src = splits[split]
+        for case_id in src.case_ids:
+            np.testing.assert_array_equal(
+                src.record_slice[src.slices_of(case_id)], np.arange(SHAPE[2])
+            )
+    train = splits["train"]
+    for case_id in train.case_ids:
+        images = load_case(
+            discover_cases(manual)[[c.case_id for c in discover_cases(manual)].index(case_id)]
+        ).images
+        has_brain = np.flatnonzero(images.any(axis=(0, 1, 3)))
+        np.testing.assert_array_equal(train.record_slice[train.slices_of(case_id)], has_brain)
+
+
+def test_tfds_builder_api_reads_the_same_records(prepared):
+    _, path = prepared
+    source = tfds.builder_from_directory(str(path)).as_data_source("test")
+    src = open_split(path, "test")
+    np.testing.assert_array_equal(source[3]["image"], src[3]["image"])
+
+
+def test_batches_are_deterministic_per_seed_and_epoch_and_cover_the_split(prepared):
+    src = open_split(prepared[1], "train")
+    epoch = list(batches(src, 4, seed=0, epoch=0))
+    assert len(epoch) == len(src) // 4
+    b = epoch[0]
+    assert b["image"].shape == (4, *SHAPE[:2], 2) and b["image"].dtype == np.float32
+    assert (
+        b["label"].dtype == np.int32
+        and b["patient"].dtype == np.int32
+        and b["slice"].dtype == np.int32
+    )
+    again = next(batches(src, 4, seed=0, epoch=0))
+    for k in b:
+        np.testing.assert_array_equal(b[k], again[k])
+    assert not np.array_equal(next(batches(src, 4, seed=0, epoch=1))["slice"], b["slice"])
+    ordered = list(batches(src, 5, seed=0, epoch=0, shuffle=False, drop_remainder=False))
+    assert sum(len(x["slice"]) for x in ordered) == len(src)
+    np.testing.assert_array_equal(np.concatenate([x["patient"] for x in ordered]), src.record_case)
+    i = 7
+    np.testing.assert_array_equal(ordered[1]["image"][2], src[i]["image"])
+
+
+def test_patient_split_batch_is_disjoint_and_deterministic(prepared):
+    src = open_split(prepared[1], "train")  # 2 patients
+    for step in range(3):
+        tr, val = patient_split_batch(src, 4, 2, seed=5, step=step)
+        assert tr["image"].shape[0] == 4 and val["image"].shape[0] == 2
+        assert not set(tr["patient"].tolist()) & set(val["patient"].tolist())
+    again = patient_split_batch(src, 4, 2, seed=5, step=2)
+    np.testing.assert_array_equal(again[0]["slice"], tr["slice"])
+    with pytest.raises(DataError, match="needs >= 2 patients"):
+        patient_split_batch(open_split(prepared[1], "val"), 2, 2, seed=0, step=0)
+
+
+def test_prepare_verb_errors_exit_2_name_the_file_and_leave_nothing(prepared, tmp_path, capsys):
+    manual, _ = prepared
+    out = tmp_path / "out"
+    assert main(["prepare", "--manual-dir", str(tmp_path / "empty"), "--data-dir", str(out)]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "prepare",
+                "--manual-dir",
+                str(manual),
+                "--data-dir",
+                str(out),
+                "--modalities",
+                "t1ce",
+                "pd",
+            ]
+        )
+        == 2
+    )
+    assert "unknown modality 'pd'" in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    write_phantom(broken, 3, seed=0, shape=SHAPE)
+    seg = broken / "BraTS2021_00002" / "BraTS2021_00002_seg.nii.gz"
+    seg.write_bytes(
+        seg.read_bytes()[:100]
+    )  # found only while writing (up front only presence is checked)
+    code = main(["prepare", "--manual-dir", str(broken), "--data-dir", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "BraTS2021_00002_seg.nii.gz: cannot read" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_prepare_refuses_existing_dataset_without_overwrite(prepared):
+    manual, path = prepared
+    with pytest.raises(DataError, match="already exists; pass --overwrite"):
+        prepare_dataset(manual, path.parents[2])
+
+
+def test_phantom_verb_writes_cases(tmp_path, capsys):
+    assert (
+        main(["phantom", "--out", str(tmp_path / "p"), "--cases", "2", "--shape", "16", "16", "8"])
+        == 0
+    )
+    assert [c.case_id for c in discover_cases(tmp_path / "p")] == [
+        "BraTS2021_00000",
+        "BraTS2021_00001",
+    ]
+    assert main(["phantom", "--out", str(tmp_path / "p"), "--cases", "1"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
