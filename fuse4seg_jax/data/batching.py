@@ -69,6 +69,18 @@ def batches(
         yield gather(src, order[start : start + batch_size])
 
 
+def sample_batch(src: SliceSource, batch_size: int, *, seed: int, step: int) -> dict[str, np.ndarray]:
+    """A batch of ``batch_size`` records drawn without replacement, a function of (seed, step) only.
+
+    What the step-indexed stages of a training run use: any step's batch can be drawn directly,
+    so a resumed run continues mid-epoch with exactly the batches it would have seen.
+    """
+    if not 1 <= batch_size <= len(src):
+        raise DataError(f"cannot draw a batch of {batch_size} from a split of {len(src)} slices")
+    rng = np.random.default_rng([seed, step])
+    return gather(src, np.sort(rng.choice(len(src), batch_size, replace=False)))
+
+
 def patient_split_batch(
     src: SliceSource, tr_size: int, val_size: int, *, seed: int, step: int
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

@@ -67,7 +67,7 @@ def prepare_dataset(
     config = brats_config(modalities, split_seed, fractions)
     cases = find_cases(manual_dir, config.modalities)
     split_cases([c.case_id for c in cases], config.split_seed, config.fractions)
-    final = Path(data_dir) / NAME / config.name / str(Fuse4segBrats.VERSION)
+    final = dataset_path(data_dir, modalities=modalities, split_seed=split_seed, fractions=fractions)
     if final.exists() and not overwrite:
         raise DataError(f"{final} already exists; pass --overwrite to rebuild it")
     with _remove_new_parents_on_failure(final), atomic_dir(final, overwrite=True) as tmp:
@@ -84,6 +84,18 @@ def prepare_dataset(
             os.replace(item, tmp / item.name)
         shutil.rmtree(scratch)
     return final
+
+
+def dataset_path(
+    data_dir: str | os.PathLike,
+    *,
+    modalities: Sequence[str] = DEFAULT_MODALITIES,
+    split_seed: int = 0,
+    fractions: Sequence[float] = (0.7, 0.1, 0.2),
+) -> Path:
+    """Where :func:`prepare_dataset` puts the dataset of these settings (whether or not it exists)."""
+    config = brats_config(modalities, split_seed, fractions)
+    return Path(data_dir) / NAME / config.name / str(Fuse4segBrats.VERSION)
 
 
 def _dataset_dir(data_dir: Path) -> Path:
