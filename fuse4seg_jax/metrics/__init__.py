@@ -21,7 +21,7 @@ from fuse4seg_jax.metrics.segmentation import (
     restack_slices,
     segmentation_scores,
 )
-from fuse4seg_jax.metrics.summary import segmentation_row, summarise
+from fuse4seg_jax.metrics.summary import column_statistics, segmentation_row, summarise
 from fuse4seg_jax.metrics.surface import (
     HD95_ONE_EMPTY_MM,
     bounding_box,
@@ -35,6 +35,7 @@ __all__ = [
     "REGIONS",
     "average_gradient",
     "bounding_box",
+    "column_statistics",
     "confusion_counts",
     "entropy",
     "fusion_scores",

@@ -37,38 +37,57 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def summarise(rows: Sequence[Mapping[str, object]], label: str = "mean ± std") -> str:
-    """A markdown table of ``mean ± std`` per metric over the scored cases.
+def column_statistics(rows: Sequence[Mapping[str, object]]) -> dict[str, dict[str, float]]:
+    """Mean, population std (ddof 0) and count of each numeric column over the scored rows.
 
     Arguments:
-        rows: one flat dict per case (see the module docstring). Non-numeric entries other than
-            ``case`` and ``status`` are ignored; a non-finite value (NaN, inf) is left out of its
-            column's statistics and counted in that column's ``n`` only if finite.
-        label: the table line's name (a method name, for example).
+        rows: one flat dict per case (see the module docstring). Rows whose ``status`` is not
+            ``"ok"`` are left out; so is a non-finite value (NaN, inf) from its column.
 
     Returns:
-        markdown: a header, one line ``| label | n | mean ± std | ... |`` (population std, ddof 0,
-        4 decimals), and if any case was not scored a line naming them all.
+        ``{column: {"mean", "std", "n"}}`` in the columns' order of first appearance; a column with
+        no finite value has NaN mean and std and ``n`` 0.
     """
     columns: list[str] = []
     for row in rows:
         columns += [k for k, v in row.items() if _is_number(v) and k not in columns]
     scored = [row for row in rows if row.get("status", "ok") == "ok"]
-    cells = []
+    stats = {}
     for column in columns:
         values = [float(r[column]) for r in scored if _is_number(r.get(column))]
         values = [v for v in values if math.isfinite(v)]
-        if not values:
+        n = len(values)
+        mean = sum(values) / n if n else math.nan
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / n) if n else math.nan
+        stats[column] = {"mean": mean, "std": std, "n": n}
+    return stats
+
+
+def summarise(rows: Sequence[Mapping[str, object]], label: str = "mean ± std") -> str:
+    """A markdown table of ``mean ± std`` per metric over the scored cases.
+
+    Arguments:
+        rows: one flat dict per case (see the module docstring and :func:`column_statistics`).
+        label: the table line's name (a method name, for example).
+
+    Returns:
+        markdown: a header, one line ``| label | n | mean ± std | ... |`` (population std, 4
+        decimals; a column with fewer finite values than scored cases shows its own ``n``), and,
+        if any case was not scored, a line naming each of them with its status.
+    """
+    stats = column_statistics(rows)
+    n_scored = sum(1 for row in rows if row.get("status", "ok") == "ok")
+    cells = []
+    for column in stats.values():
+        if not column["n"]:
             cells.append("n/a")
             continue
-        mean = sum(values) / len(values)
-        std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
-        partial = "" if len(values) == len(scored) else f" (n={len(values)})"
-        cells.append(f"{mean:.4f} ± {std:.4f}{partial}")
+        partial = "" if column["n"] == n_scored else f" (n={column['n']})"
+        cells.append(f"{column['mean']:.4f} ± {column['std']:.4f}{partial}")
     lines = [
-        "| | n | " + " | ".join(columns) + " |",
-        "|---|---|" + "---|" * len(columns),
-        f"| {label} | {len(scored)} | " + " | ".join(cells) + " |",
+        "| | n | " + " | ".join(stats) + " |",
+        "|---|---|" + "---|" * len(stats),
+        f"| {label} | {n_scored} | " + " | ".join(cells) + " |",
     ]
     unscored = [
         f"{r.get('case', '?')} ({r['status']})" for r in rows if r.get("status", "ok") != "ok"
