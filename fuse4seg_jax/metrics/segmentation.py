@@ -109,12 +109,13 @@ def segmentation_scores(
     truth = _check_labels("ground truth", np.asarray(truth))
     if pred.shape != truth.shape:
         raise DataError(f"prediction shape {pred.shape} differs from ground truth {truth.shape}")
-    counts = confusion_counts(pred, truth)
-    total = int(counts.sum())
-    # Every region lies inside the bounding box of the labelled voxels: surface distances are
-    # computed there only (background-only regions need none).
+    # Every region lies inside the bounding box of the labelled voxels: count and measure surface
+    # distances there only; the voxels outside are background in both.
     box = bounding_box((pred > 0) | (truth > 0))
     pred_box, truth_box = pred[box], truth[box]
+    counts = confusion_counts(pred_box, truth_box)
+    counts[0, 0] += pred.size - pred_box.size
+    total = pred.size
     scores = {}
     for name, labels in regions.items():
         if 0 in labels:
