@@ -26,7 +26,7 @@ import io
 import json
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -73,23 +73,28 @@ def _case_id(path: Path) -> str:
     return stem
 
 
+def _by_case(found: Iterable[tuple[str, Path]]) -> dict[str, Path]:
+    cases: dict[str, Path] = {}
+    for case, file in found:
+        if case in cases:
+            raise DataError(f"{file}: case {case} appears twice (also {cases[case]})")
+        cases[case] = file
+    return cases
+
+
 def find_segmentations(folder: Path) -> dict[str, Path]:
     """Case id -> segmentation file in ``folder`` (layouts in the module docstring)."""
     if not folder.is_dir():
         raise DataError(f"{folder}: not a folder")
-    cases: dict[str, Path] = {}
+    found = []
     for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
         files = sorted(sub.glob(f"*seg*{_NIFTI}")) or sorted(sub.glob(f"*{_NIFTI}"))
         if len(files) > 1:
             names = ", ".join(f.name for f in files)
             raise DataError(f"{sub}: several candidate segmentations ({names})")
-        if files:
-            cases[sub.name] = files[0]
-    for file in sorted(folder.glob(f"*{_NIFTI}")):
-        case = _case_id(file)
-        if case in cases:
-            raise DataError(f"{file}: case {case} appears twice (also {cases[case]})")
-        cases[case] = file
+        found += [(sub.name, file) for file in files]
+    found += [(_case_id(file), file) for file in sorted(folder.glob(f"*{_NIFTI}"))]
+    cases = _by_case(found)
     if not cases:
         raise DataError(f"{folder}: no NIfTI segmentations (*{_NIFTI}) found")
     return cases
@@ -99,12 +104,8 @@ def find_images(folder: Path) -> dict[str, Path]:
     """Case id (file name without extension) -> 2-D image file (PNG or NIfTI) in ``folder``."""
     if not folder.is_dir():
         raise DataError(f"{folder}: not a folder")
-    cases: dict[str, Path] = {}
-    for file in sorted(p for p in folder.iterdir() if p.name.endswith(_IMAGE_SUFFIXES)):
-        case = file.name.removesuffix(_NIFTI).removesuffix(".png")
-        if case in cases:
-            raise DataError(f"{file}: case {case} appears twice (also {cases[case]})")
-        cases[case] = file
+    files = sorted(p for p in folder.iterdir() if p.name.endswith(_IMAGE_SUFFIXES))
+    cases = _by_case((file.name.removesuffix(_NIFTI).removesuffix(".png"), file) for file in files)
     if not cases:
         raise DataError(f"{folder}: no images (*.png, *{_NIFTI}) found")
     return cases
