@@ -18,6 +18,7 @@ from fuse4seg_jax.errors import Fuse4SegError
 VERBS: dict[str, tuple[str, str]] = {
     "phantom": ("phantom", "write synthetic BraTS-layout cases (brain, tumour, 4 contrasts)"),
     "prepare": ("prepare", "turn BraTS or phantom cases into the ArrayRecord slice dataset"),
+    "evaluate": ("evaluate", "score segmentations against ground truth, or fused images"),
 }
 
 
