@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-from fuse4seg_jax.errors import Fuse4SegError
+from fuse4seg_jax.errors import ConfigError, Fuse4SegError
 
 # verb -> (module under fuse4seg_jax.commands, one-line help)
 VERBS: dict[str, tuple[str, str]] = {
@@ -36,9 +36,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one verb; a :class:`Fuse4SegError` becomes ``error: ...`` on stderr and exit code 2."""
-    args = _parser().parse_args(argv)
+    """Run one verb; a :class:`Fuse4SegError` becomes ``error: ...`` on stderr and exit code 2.
+
+    ``--config.<key>=<value>`` arguments are set aside before parsing and handed to the verb as
+    ``args.config_overrides`` (only verbs that read a config accept them).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    overrides = [a for a in argv if a.startswith("--config.")]
+    args = _parser().parse_args([a for a in argv if not a.startswith("--config.")])
+    args.config_overrides = overrides
     try:
+        if overrides and not hasattr(args, "config"):
+            raise ConfigError(f"{overrides[0]}: only verbs that take --config accept --config.* overrides")
         return int(importlib.import_module(f"fuse4seg_jax.commands.{args._module}").run(args) or 0)
     except Fuse4SegError as err:
         print(f"fuse4seg {args.verb}: error: {err}", file=sys.stderr)
