@@ -52,13 +52,13 @@ def soft_dice_loss(
         scalar loss in ``[0, 1]``.
     """
     num_classes = logits.shape[-1]
+    weights = _normalised_class_weights(class_weights, num_classes)
     probs = jax.nn.softmax(logits, axis=-1)
     onehot = jax.nn.one_hot(labels, num_classes, dtype=probs.dtype)
     axes = tuple(range(probs.ndim - 1))
     intersection = jnp.sum(probs * onehot, axis=axes)
     total = jnp.sum(probs, axis=axes) + jnp.sum(onehot, axis=axes)
     dice = (2.0 * intersection + eps) / (total + eps)
-    weights = _normalised_class_weights(class_weights, num_classes)
     return 1.0 - jnp.sum(weights * dice) / num_classes
 
 
