@@ -133,3 +133,16 @@ def test_more_sources_extend_the_search_space_and_one_source_is_refused():
         caf_loss(init_caf_logits(), FUSED, SOURCES[..., :1], identity_features)
     with pytest.raises(ValueError, match=r"expected \(21,\)"):
         caf_loss(init_caf_logits(), FUSED, three, identity_features)
+
+
+def test_float64_inputs_give_the_float32_values():
+    _, terms32 = loss_with_identity(init_caf_logits(), FUSED, SOURCES)
+    with jax.enable_x64(True):
+        beta = np.zeros((15,), np.float64)
+        fused, sources = FUSED.astype(np.float64), SOURCES.astype(np.float64)
+        _, terms64 = jax.jit(lambda b, f, s: caf_loss(b, f, s, identity_features))(
+            beta, fused, sources
+        )
+        assert all(terms64[name].dtype == np.float64 for name in terms64)
+    for name, value in terms32.items():
+        assert float(terms64[name]) == pytest.approx(float(value), rel=1e-4, abs=1e-7), name

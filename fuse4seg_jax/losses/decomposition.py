@@ -38,7 +38,7 @@ def correlation_coefficient(a: jax.Array, b: jax.Array) -> jax.Array:
     spatial = (1, 2)
     a = a - jnp.mean(a, axis=spatial, keepdims=True)
     b = b - jnp.mean(b, axis=spatial, keepdims=True)
-    eps = jnp.finfo(jnp.float32).eps
+    eps = float(jnp.finfo(jnp.float32).eps)
     norm = safe_sqrt(jnp.sum(a * a, axis=spatial) * jnp.sum(b * b, axis=spatial))
     cc = jnp.sum(a * b, axis=spatial) / (eps + norm)
     return jnp.mean(jnp.clip(cc, -1.0, 1.0))

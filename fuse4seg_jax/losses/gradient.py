@@ -16,7 +16,7 @@ _SOBEL_Y = np.array([[1.0, 2.0, 1.0], [0.0, 0.0, 0.0], [-1.0, -2.0, -1.0]], np.f
 
 def _depthwise_3x3(x: jax.Array, kernel: np.ndarray) -> jax.Array:
     channels = x.shape[-1]
-    weights = jnp.tile(jnp.asarray(kernel)[:, :, None, None], (1, 1, 1, channels))
+    weights = jnp.tile(jnp.asarray(kernel, x.dtype)[:, :, None, None], (1, 1, 1, channels))
     return jax.lax.conv_general_dilated(
         x,
         weights,

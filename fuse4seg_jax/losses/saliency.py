@@ -36,7 +36,8 @@ def visual_saliency_map(x: jax.Array) -> jax.Array:
     saliency = jnp.take_along_axis(saliency_per_level, levels, axis=1)
     peak = jnp.max(saliency, axis=1, keepdims=True)
     saliency = jnp.where(peak > 0, saliency / jnp.where(peak > 0, peak, 1.0), 0.0)
-    return saliency.reshape(batch, channels, height, width).transpose(0, 2, 3, 1)
+    saliency = saliency.reshape(batch, channels, height, width).transpose(0, 2, 3, 1)
+    return saliency.astype(x.dtype)
 
 
 def saliency_masks(sources: jax.Array) -> jax.Array:

@@ -10,10 +10,12 @@ import jax
 import jax.numpy as jnp
 
 
-def _normalised_class_weights(class_weights: jax.Array | None, num_classes: int) -> jax.Array:
+def _normalised_class_weights(
+    class_weights: jax.Array | None, num_classes: int, dtype: jnp.dtype
+) -> jax.Array:
     if class_weights is None:
-        return jnp.ones((num_classes,), jnp.float32)
-    class_weights = jnp.asarray(class_weights, jnp.float32)
+        return jnp.ones((num_classes,), dtype)
+    class_weights = jnp.asarray(class_weights, dtype)
     if class_weights.shape != (num_classes,):
         raise ValueError(
             f"class_weights has shape {class_weights.shape}, expected ({num_classes},)"
@@ -34,8 +36,9 @@ def soft_dice_loss(
     ``1 - sum_c w_c D_c / sum_c w_c`` with ``D_c = (2 sum_i p_ci y_ci + eps) /
     (sum_i p_ci + sum_i y_ci + eps)``, ``p = softmax(logits)`` and ``y`` the one-hot labels. Sums
     run over the whole batch and all pixels (a "batch Dice"), so a class absent from one slice
-    does not make that slice's Dice undefined; a class absent from the whole batch and predicted
-    nowhere has ``D_c = eps / eps = 1``.
+    does not make that slice's Dice undefined. A class absent from the whole batch scores
+    ``eps / (sum_i p_ci + eps)``: 1 if it is predicted nowhere, otherwise near 0, which pushes its
+    probabilities down.
 
     The background class is included, as in the paper's sum over all C classes (background, NCR,
     ED, ET); pass ``class_weights`` with a small or zero background weight to focus on tumour
@@ -52,7 +55,7 @@ def soft_dice_loss(
         scalar loss in ``[0, 1]``.
     """
     num_classes = logits.shape[-1]
-    weights = _normalised_class_weights(class_weights, num_classes)
+    weights = _normalised_class_weights(class_weights, num_classes, logits.dtype)
     probs = jax.nn.softmax(logits, axis=-1)
     onehot = jax.nn.one_hot(labels, num_classes, dtype=probs.dtype)
     axes = tuple(range(probs.ndim - 1))

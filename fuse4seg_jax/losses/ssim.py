@@ -29,7 +29,7 @@ def _gaussian_window() -> np.ndarray:
 def _gaussian_filter_valid(x: jax.Array) -> jax.Array:
     """Separable 11x11 Gaussian filter of each channel of ``(B, H, W, C)``, 'valid' output."""
     channels = x.shape[-1]
-    window = jnp.asarray(_gaussian_window())
+    window = jnp.asarray(_gaussian_window(), x.dtype)
     for kernel_shape in ((WINDOW_SIZE, 1), (1, WINDOW_SIZE)):
         kernel = jnp.tile(window.reshape(*kernel_shape, 1, 1), (1, 1, 1, channels))
         x = jax.lax.conv_general_dilated(
