@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from fuse4seg_jax.losses._checks import check_fused_and_sources
-from fuse4seg_jax.losses.gradient import sobel_magnitude
+from fuse4seg_jax.losses.gradient import gradient_loss, sobel_magnitude
 from fuse4seg_jax.losses.saliency import saliency_masks
 from fuse4seg_jax.losses.ssim import ssim_loss
 
@@ -146,9 +146,7 @@ def caf_terms(fused: jax.Array, sources: jax.Array, feature_fn: FeatureFn) -> di
     gradient_errors = jnp.abs(fused_gradient - source_gradients)
     for n in range(num_sources):
         terms[f"gradient_{n}"] = jnp.mean(gradient_errors[..., n])
-    terms["gradient_max"] = jnp.mean(
-        jnp.abs(fused_gradient - jnp.max(source_gradients, axis=-1, keepdims=True))
-    )
+    terms["gradient_max"] = gradient_loss(fused, sources)
     for n, single in enumerate(singles):
         terms[f"perceptual_{n}"] = PERCEPTUAL_SCALE * _perceptual_l1(feature_fn, fused, single)
     terms[FIXED_TERM_NAME] = jnp.mean(masked_errors**2)
