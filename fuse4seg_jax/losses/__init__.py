@@ -1,0 +1,67 @@
+"""Every loss of Fuse4Seg, CAF and SMFNet as pure, jit-able JAX functions of arrays.
+
+Images are float32 NHWC in ``[0, 1]``; each module's docstring states its conventions.
+"""
+
+from fuse4seg_jax.losses.adversarial import (
+    AdversarialLosses,
+    adversarial_losses,
+    discriminator_loss,
+    generator_loss_minimax,
+    generator_loss_non_saturating,
+)
+from fuse4seg_jax.losses.caf import (
+    CAF_TERM_NAMES,
+    caf_loss,
+    caf_term_names,
+    caf_terms,
+    caf_weights,
+    init_caf_logits,
+)
+from fuse4seg_jax.losses.decomposition import (
+    correlation_coefficient,
+    decomposition_loss,
+    pairwise_correlations,
+)
+from fuse4seg_jax.losses.gradient import gradient_loss, sobel_magnitude
+from fuse4seg_jax.losses.reconstruction import reconstruction_loss
+from fuse4seg_jax.losses.saliency import saliency_masks, visual_saliency_map
+from fuse4seg_jax.losses.segmentation import cross_entropy_loss, dice_ce_loss, soft_dice_loss
+from fuse4seg_jax.losses.smfnet import (
+    decomposition_loss_with_interaction,
+    gram_intensity_loss,
+    gram_matrix,
+    lovasz_softmax_loss,
+)
+from fuse4seg_jax.losses.ssim import ssim, ssim_loss
+
+__all__ = [
+    "CAF_TERM_NAMES",
+    "AdversarialLosses",
+    "adversarial_losses",
+    "caf_loss",
+    "caf_term_names",
+    "caf_terms",
+    "caf_weights",
+    "correlation_coefficient",
+    "cross_entropy_loss",
+    "decomposition_loss",
+    "decomposition_loss_with_interaction",
+    "dice_ce_loss",
+    "discriminator_loss",
+    "generator_loss_minimax",
+    "generator_loss_non_saturating",
+    "gradient_loss",
+    "gram_intensity_loss",
+    "gram_matrix",
+    "init_caf_logits",
+    "lovasz_softmax_loss",
+    "pairwise_correlations",
+    "reconstruction_loss",
+    "saliency_masks",
+    "soft_dice_loss",
+    "sobel_magnitude",
+    "ssim",
+    "ssim_loss",
+    "visual_saliency_map",
+]
