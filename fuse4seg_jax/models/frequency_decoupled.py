@@ -50,10 +50,7 @@ def check_sizes(num_modalities: int, dim: int, heads: int) -> None:
 def check_images(x: jax.Array, channels: int, min_size: int = 1) -> None:
     """Raise :class:`ConfigError` unless ``x`` is ``(B, H, W, channels)``, ``H, W >= min_size``."""
     if x.ndim != 4 or x.shape[-1] != channels:
-        raise ConfigError(
-            f"expected images of shape (B, H, W, {channels}) (num_modalities = {channels}), "
-            f"got {x.shape}"
-        )
+        raise ConfigError(f"expected images of shape (B, H, W, {channels}), got {x.shape}")
     if min(x.shape[1:3]) < min_size:
         raise ConfigError(f"images must be at least {min_size} x {min_size}, got {x.shape[1:3]}")
 
