@@ -87,9 +87,9 @@ def test_gradients_are_finite_and_reach_every_parameter(tiny_rgb):
         return -jnp.mean(jnp.take_along_axis(logp, labels[..., None], axis=-1))
 
     grads = jax.jit(jax.grad(loss))(params)
-    leaves = jax.tree.leaves(grads)
-    assert all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)
-    assert all(bool(jnp.any(g != 0)) for g in leaves)
+    leaves = jax.tree.leaves(jax.device_get(grads))
+    assert all(np.all(np.isfinite(g)) for g in leaves)
+    assert all(np.any(g != 0) for g in leaves)
 
 
 def test_convnext_block_size_and_near_identity_at_init():

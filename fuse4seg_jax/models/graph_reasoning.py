@@ -53,7 +53,7 @@ def pyramid_pool(x: jax.Array, factor: int) -> jax.Array:
     return jnp.einsum("ih,bhwc,jw->bijc", rows, x, cols)
 
 
-def _gated_messages(nodes: jax.Array, edge: nnx.Linear, axis: int) -> jax.Array:
+def gated_messages(nodes: jax.Array, edge: nnx.Linear, axis: int) -> jax.Array:
     """Mean over neighbours k != l along ``axis`` of ``sigmoid(W (v_l - v_k)) * v_k``.
 
     ``W`` is linear, so ``W (v_l - v_k) = W v_l - W v_k`` and is computed once per node.
@@ -117,7 +117,7 @@ class GraphReasoning(nnx.Module):
             ]
         ).reshape(len(self.factors), n, b, h, w, c)  # (S, N, B, H, W, C)
         for _ in range(self.steps):
-            messages = _gated_messages(nodes, self.edge_scale, axis=0) + _gated_messages(
+            messages = gated_messages(nodes, self.edge_scale, axis=0) + gated_messages(
                 nodes, self.edge_modality, axis=1
             )
             nodes = self.update(nodes, messages)
