@@ -128,8 +128,12 @@ def _run(blocks: nnx.List, x: jax.Array) -> jax.Array:
     return x
 
 
+@register("segmentation", "convnext_unet")
 class ConvNeXtUNet(nnx.Module):
     """ConvNeXt U-Net with a transformer bottleneck; see the module docstring for the layout.
+
+    Registered as ``segmentation/convnext_unet``; the class itself is the registry constructor,
+    and its defaults are the sizes chosen in the module docstring.
 
     Arguments:
         in_channels: input channels (1 for a fused image, N for the multi-channel baseline).
@@ -148,12 +152,12 @@ class ConvNeXtUNet(nnx.Module):
     def __init__(
         self,
         *,
-        in_channels: int,
-        num_classes: int,
-        widths: Sequence[int],
-        depths: Sequence[int],
-        bottleneck_heads: int,
-        bottleneck_blocks: int,
+        in_channels: int = 1,
+        num_classes: int = 4,
+        widths: Sequence[int] = (32, 64, 128, 256),
+        depths: Sequence[int] = (2, 2, 2, 2),
+        bottleneck_heads: int = 4,
+        bottleneck_blocks: int = 1,
         rngs: nnx.Rngs,
     ):
         widths, depths = tuple(widths), tuple(depths)
@@ -224,26 +228,3 @@ class ConvNeXtUNet(nnx.Module):
         for level in reversed(range(len(self.decoder))):
             x = _run(self.decoder[level], self.upmerge[level](x, skips[level]))
         return self.head(self.head_norm(x))
-
-
-@register("segmentation", "convnext_unet")
-def convnext_unet(
-    *,
-    rngs: nnx.Rngs,
-    in_channels: int = 1,
-    num_classes: int = 4,
-    widths: Sequence[int] = (32, 64, 128, 256),
-    depths: Sequence[int] = (2, 2, 2, 2),
-    bottleneck_heads: int = 4,
-    bottleneck_blocks: int = 1,
-) -> ConvNeXtUNet:
-    """Build the Fuse4Seg follower (defaults: the sizes chosen in the module docstring)."""
-    return ConvNeXtUNet(
-        in_channels=in_channels,
-        num_classes=num_classes,
-        widths=widths,
-        depths=depths,
-        bottleneck_heads=bottleneck_heads,
-        bottleneck_blocks=bottleneck_blocks,
-        rngs=rngs,
-    )

@@ -160,8 +160,11 @@ class Decoder(nnx.Module):
         return jax.nn.sigmoid(self.out(jax.nn.leaky_relu(self.head(x), negative_slope=0.01)))
 
 
+@register("fusion", "smfnet")
 class SMFNet(nnx.Module):
     """SMFNet-style fusion of N single-channel modalities; see the module docstring.
+
+    Registered as ``fusion/smfnet``; the class itself is the registry constructor.
 
     Arguments:
         num_modalities: N >= 2, the channels of the input.
@@ -267,34 +270,3 @@ class SMFNet(nnx.Module):
         stacked = jnp.concatenate([features[k] for k in ("low", "high", "interaction")], axis=-1)
         images = self.decoder(stacked.reshape(n * b, h, w, -1)).reshape(n, b, h, w, 1)
         return {"images": images, **features}
-
-
-@register("fusion", "smfnet")
-def smfnet(
-    *,
-    rngs: nnx.Rngs,
-    num_modalities: int,
-    dim: int = 64,
-    heads: int = 8,
-    shallow_blocks: int = 2,
-    base_blocks: int = 2,
-    decoder_blocks: int = 4,
-    inn_layers: int = 3,
-    graph_factors: Sequence[int] = (1, 2, 4),
-    graph_steps: int = 2,
-    expansion: float = 2.0,
-) -> SMFNet:
-    """Registry constructor; see :class:`SMFNet` for the sizes."""
-    return SMFNet(
-        num_modalities,
-        dim=dim,
-        heads=heads,
-        shallow_blocks=shallow_blocks,
-        base_blocks=base_blocks,
-        decoder_blocks=decoder_blocks,
-        inn_layers=inn_layers,
-        graph_factors=graph_factors,
-        graph_steps=graph_steps,
-        expansion=expansion,
-        rngs=rngs,
-    )
