@@ -3,6 +3,14 @@
 Importing this package registers every model; build one with :func:`create`.
 """
 
+from fuse4seg_jax.models import (
+    caf_dense,  # noqa: F401  (registers its model)
+    convnext_unet,  # noqa: F401  (registers its model)
+    cross_attention,  # noqa: F401  (registers its model)
+    discriminator,  # noqa: F401  (registers its model)
+    frequency_decoupled,  # noqa: F401  (registers its model)
+    smfnet,  # noqa: F401  (registers its model)
+)
 from fuse4seg_jax.models.pure import Params, PureModel, count_params, split_module
 from fuse4seg_jax.models.registry import FAMILIES, create, names, register
 

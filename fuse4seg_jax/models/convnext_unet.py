@@ -1,0 +1,230 @@
+"""The segmentation follower: a ConvNeXt U-Net with an attention bottleneck (Fuse4Seg sec. 3.4).
+
+Layout ``(B, H, W, C)``. The encoder is a stem (3x3 conv + LayerNorm, stride 1) followed by one
+stage of ConvNeXt blocks per entry of ``widths``, with a LayerNorm + 2x2 stride-2 conv between
+stages; at the lowest resolution, ``bottleneck_blocks`` pre-norm transformer blocks (multi-head
+self-attention over all pixels, MLP x4) model long-range context. The decoder mirrors the encoder:
+a 2x2 stride-2 transposed conv, the skip of the same level concatenated and mixed back to that
+level's width by a 1x1 conv, then as many ConvNeXt blocks as the encoder stage had. A LayerNorm
+and a 1x1 conv give ``num_classes`` logits at input resolution.
+
+The paper names the ingredients (7x7 depthwise ConvNeXt blocks, skips, MSA bottleneck, 4 classes)
+but not their sizes; ours are choices:
+
+- widths (32, 64, 128, 256), two blocks per stage, one bottleneck block with 4 heads: on
+  224 x 224 slices the bottleneck sees 28 x 28 = 784 tokens, cheap enough for full attention.
+- a stride-1 stem rather than ConvNeXt's 4x4 patchify stem, so the finest skip is at full
+  resolution (tumour sub-regions are a few pixels thick); hence H and W must be divisible by
+  ``2 ** (len(widths) - 1)`` only.
+- no positional embedding in the bottleneck: the convolutions before it already encode position
+  (zero padding), and a learned table would tie the model to one image size.
+- LayerNorm only (eps 1e-6 as ConvNeXt), no BatchNorm: the follower is trained in bi-level loops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from fuse4seg_jax.errors import ConfigError
+from fuse4seg_jax.models.registry import register
+
+_LN_EPS = 1e-6
+
+
+def _gelu(x: jax.Array) -> jax.Array:
+    # exact (erf) GELU, as ConvNeXt and ViT use.
+    return jax.nn.gelu(x, approximate=False)
+
+
+class ConvNeXtBlock(nnx.Module):
+    """7x7 depthwise conv, LayerNorm, 1x1 to 4C, GELU, 1x1 back to C, layer-scale, residual."""
+
+    def __init__(self, dim: int, *, layer_scale_init: float = 1e-6, rngs: nnx.Rngs):
+        self.depthwise = nnx.Conv(
+            dim, dim, (7, 7), padding="SAME", feature_group_count=dim, rngs=rngs
+        )
+        self.norm = nnx.LayerNorm(dim, epsilon=_LN_EPS, rngs=rngs)
+        self.expand = nnx.Linear(dim, 4 * dim, rngs=rngs)
+        self.project = nnx.Linear(4 * dim, dim, rngs=rngs)
+        self.layer_scale = nnx.Param(jnp.full((dim,), layer_scale_init, jnp.float32))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """``(B, H, W, C) -> (B, H, W, C)``."""
+        y = self.project(_gelu(self.expand(self.norm(self.depthwise(x)))))
+        return x + self.layer_scale[...] * y
+
+
+class SelfAttention(nnx.Module):
+    """Multi-head scaled dot-product self-attention over the pixels of a feature map."""
+
+    def __init__(self, dim: int, num_heads: int, *, rngs: nnx.Rngs):
+        self.num_heads = num_heads
+        self.qkv = nnx.Linear(dim, 3 * dim, rngs=rngs)
+        self.out = nnx.Linear(dim, dim, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """``(B, H, W, C) -> (B, H, W, C)``; attention over the H*W tokens."""
+        b, h, w, c = x.shape
+        q, k, v = jnp.split(
+            self.qkv(x).reshape(b, h * w, 3, self.num_heads, c // self.num_heads), 3, axis=2
+        )
+        attended = jax.nn.dot_product_attention(q[:, :, 0], k[:, :, 0], v[:, :, 0])
+        return self.out(attended.reshape(b, h, w, c))
+
+
+class TransformerBlock(nnx.Module):
+    """Pre-norm transformer block: x + MSA(LN(x)), then x + MLP(LN(x)) with hidden 4C."""
+
+    def __init__(self, dim: int, num_heads: int, *, rngs: nnx.Rngs):
+        self.norm_attention = nnx.LayerNorm(dim, epsilon=_LN_EPS, rngs=rngs)
+        self.attention = SelfAttention(dim, num_heads, rngs=rngs)
+        self.norm_mlp = nnx.LayerNorm(dim, epsilon=_LN_EPS, rngs=rngs)
+        self.expand = nnx.Linear(dim, 4 * dim, rngs=rngs)
+        self.project = nnx.Linear(4 * dim, dim, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """``(B, H, W, C) -> (B, H, W, C)``."""
+        x = x + self.attention(self.norm_attention(x))
+        return x + self.project(_gelu(self.expand(self.norm_mlp(x))))
+
+
+class Downsample(nnx.Module):
+    """LayerNorm then a 2x2 stride-2 conv: halves H and W, changes the width."""
+
+    def __init__(self, dim_in: int, dim_out: int, *, rngs: nnx.Rngs):
+        self.norm = nnx.LayerNorm(dim_in, epsilon=_LN_EPS, rngs=rngs)
+        self.conv = nnx.Conv(dim_in, dim_out, (2, 2), strides=(2, 2), padding="VALID", rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """``(B, H, W, C_in) -> (B, H/2, W/2, C_out)``."""
+        return self.conv(self.norm(x))
+
+
+class UpMerge(nnx.Module):
+    """2x2 stride-2 transposed conv, concatenation with the skip, 1x1 conv to the skip's width."""
+
+    def __init__(self, dim_in: int, dim_out: int, *, rngs: nnx.Rngs):
+        self.up = nnx.ConvTranspose(
+            dim_in, dim_out, (2, 2), strides=(2, 2), padding="VALID", rngs=rngs
+        )
+        self.merge = nnx.Linear(2 * dim_out, dim_out, rngs=rngs)
+
+    def __call__(self, x: jax.Array, skip: jax.Array) -> jax.Array:
+        """``(B, H, W, C_in), (B, 2H, 2W, C_out) -> (B, 2H, 2W, C_out)``."""
+        return self.merge(jnp.concatenate([self.up(x), skip], axis=-1))
+
+
+def _stage(dim: int, depth: int, rngs: nnx.Rngs) -> nnx.List:
+    return nnx.List([ConvNeXtBlock(dim, rngs=rngs) for _ in range(depth)])
+
+
+def _run(blocks: nnx.List, x: jax.Array) -> jax.Array:
+    for block in blocks:
+        x = block(x)
+    return x
+
+
+@register("segmentation", "convnext_unet")
+class ConvNeXtUNet(nnx.Module):
+    """ConvNeXt U-Net with a transformer bottleneck; see the module docstring for the layout.
+
+    Registered as ``segmentation/convnext_unet``; the class itself is the registry constructor,
+    and its defaults are the sizes chosen in the module docstring.
+
+    Arguments:
+        in_channels: input channels (1 for a fused image, N for the multi-channel baseline).
+        num_classes: output classes (4: background, NCR, ED, ET).
+        widths: channels per resolution level, finest first.
+        depths: ConvNeXt blocks per encoder stage (and per matching decoder stage).
+        bottleneck_heads: attention heads in the bottleneck; must divide ``widths[-1]``.
+        bottleneck_blocks: transformer blocks at the lowest resolution.
+        rngs: parameter initialisation keys.
+
+    Raises:
+        ConfigError: ``widths`` and ``depths`` of different lengths, or heads not dividing the
+            last width.
+    """
+
+    def __init__(
+        self,
+        *,
+        in_channels: int = 1,
+        num_classes: int = 4,
+        widths: Sequence[int] = (32, 64, 128, 256),
+        depths: Sequence[int] = (2, 2, 2, 2),
+        bottleneck_heads: int = 4,
+        bottleneck_blocks: int = 1,
+        rngs: nnx.Rngs,
+    ):
+        widths, depths = tuple(widths), tuple(depths)
+        if len(widths) != len(depths) or not widths:
+            raise ConfigError(
+                f"convnext_unet: widths {widths} and depths {depths} must be non-empty and of "
+                "equal length"
+            )
+        if widths[-1] % bottleneck_heads:
+            raise ConfigError(
+                f"convnext_unet: bottleneck_heads {bottleneck_heads} must divide the last width "
+                f"{widths[-1]}"
+            )
+        self.in_channels = in_channels
+        self.divisor = 2 ** (len(widths) - 1)
+        self.stem = nnx.Conv(in_channels, widths[0], (3, 3), padding="SAME", rngs=rngs)
+        self.stem_norm = nnx.LayerNorm(widths[0], epsilon=_LN_EPS, rngs=rngs)
+        self.encoder = nnx.List([_stage(w, d, rngs) for w, d in zip(widths, depths, strict=True)])
+        self.downsample = nnx.List(
+            [Downsample(a, b, rngs=rngs) for a, b in zip(widths[:-1], widths[1:], strict=True)]
+        )
+        self.bottleneck = nnx.List(
+            [
+                TransformerBlock(widths[-1], bottleneck_heads, rngs=rngs)
+                for _ in range(bottleneck_blocks)
+            ]
+        )
+        self.upmerge = nnx.List(
+            [UpMerge(b, a, rngs=rngs) for a, b in zip(widths[:-1], widths[1:], strict=True)]
+        )
+        self.decoder = nnx.List(
+            [_stage(w, d, rngs) for w, d in zip(widths[:-1], depths[:-1], strict=True)]
+        )
+        self.head_norm = nnx.LayerNorm(widths[0], epsilon=_LN_EPS, rngs=rngs)
+        self.head = nnx.Linear(widths[0], num_classes, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Segment a batch of images.
+
+        Arguments:
+            x: ``(B, H, W, in_channels)`` float32 images; H and W divisible by
+                ``2 ** (len(widths) - 1)``.
+
+        Returns:
+            ``(B, H, W, num_classes)`` logits (no softmax).
+
+        Raises:
+            ConfigError: wrong rank or channel count, or H or W not divisible.
+        """
+        if x.ndim != 4 or x.shape[-1] != self.in_channels:
+            raise ConfigError(
+                f"convnext_unet expects (B, H, W, {self.in_channels}) images "
+                f"(in_channels={self.in_channels}); got shape {x.shape}"
+            )
+        if x.shape[1] % self.divisor or x.shape[2] % self.divisor:
+            raise ConfigError(
+                f"convnext_unet: image size {x.shape[1]}x{x.shape[2]} is not divisible by "
+                f"{self.divisor} (2 ** (len(widths) - 1) downsamplings); crop or pad the images"
+            )
+        x = self.stem_norm(self.stem(x))
+        skips = []
+        for level, blocks in enumerate(self.encoder):
+            if level:
+                x = self.downsample[level - 1](x)
+            x = _run(blocks, x)
+            skips.append(x)
+        x = _run(self.bottleneck, x)
+        for level in reversed(range(len(self.decoder))):
+            x = _run(self.decoder[level], self.upmerge[level](x, skips[level]))
+        return self.head(self.head_norm(x))

@@ -1,0 +1,208 @@
+"""Restormer building blocks (NHWC): channel LayerNorm, MDTA attention, GDFN feed-forward.
+
+Shared by the frequency-decoupled fusion leader (encoder, decoder, low-frequency "base" branch)
+and by other models that want transposed (channel-to-channel) attention, which costs O(H*W*C^2)
+and so stays linear in the number of pixels. Sizes follow REFERENCE.md section 1 (CDDFuse's
+Restormer): convolutions without bias unless ``bias=True``, zero ``SAME`` padding.
+
+Public API:
+
+- :class:`ChannelLayerNorm` ``(dim, *, rngs)``: LayerNorm over the channel axis of each pixel.
+- :class:`MDTA` ``(dim, heads, *, qkv_mixing="depthwise", bias=False, rngs)``.
+- :class:`GDFN` ``(dim, hidden, *, channels_per_group=1, bias=False, rngs)``.
+- :class:`RestormerBlock` ``(dim, heads, *, expansion=2.0, bias=False, rngs)``.
+- :func:`base_block` ``(dim, heads, *, rngs) -> RestormerBlock``: the low-frequency variant.
+
+Every module maps ``(B, H, W, dim) -> (B, H, W, dim)`` and accepts any ``H, W >= 1``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+# torch.nn.functional.normalize's floor on the norm, so all-zero rows normalise to zero, not NaN.
+_L2_EPS = 1e-12
+
+
+class ChannelLayerNorm(nnx.Module):
+    """LayerNorm over channels at each pixel: scale and bias, biased variance, eps 1e-5.
+
+    Arguments:
+        dim: number of channels ``C``.
+        rngs: unused (no random initialisation) but accepted for a uniform constructor.
+
+    Call: ``x: (..., C) -> (..., C)``.
+    """
+
+    def __init__(self, dim: int, *, rngs: nnx.Rngs, eps: float = 1e-5):
+        del rngs
+        self.eps = eps
+        self.scale = nnx.Param(jnp.ones((dim,), jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((dim,), jnp.float32))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        mean = jnp.mean(x, axis=-1, keepdims=True)
+        var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+        return (x - mean) * jax.lax.rsqrt(var + self.eps) * self.scale[...] + self.bias[...]
+
+
+def _l2_normalise(x: jax.Array, axis: int) -> jax.Array:
+    norm = jnp.sqrt(jnp.sum(jnp.square(x), axis=axis, keepdims=True))
+    return x / jnp.maximum(norm, _L2_EPS)
+
+
+class MDTA(nnx.Module):
+    """Multi-Dconv-head transposed attention: attention between channels, not pixels.
+
+    ``q, k, v`` come from a 1x1 conv ``C -> 3C`` followed by a 3x3 conv that mixes each pixel's
+    neighbourhood: depthwise in Restormer (``qkv_mixing="depthwise"``), a full 3x3 conv
+    ``3C -> 3C`` in the low-frequency base block (``"full"``). Per head, q and k of shape
+    ``(C/heads, H*W)`` are L2-normalised along ``H*W``; the ``(C/heads, C/heads)`` attention is
+    ``softmax(q k^T * t)`` with a learnable per-head temperature ``t`` (initialised to 1).
+
+    Arguments:
+        dim: channels ``C``; must be divisible by ``heads``.
+        heads: number of heads.
+        qkv_mixing: ``"depthwise"`` or ``"full"`` 3x3 conv after the 1x1 qkv projection.
+        bias: whether the convolutions have a bias.
+        rngs: parameter initialisation.
+
+    Call: ``x: (B, H, W, C) -> (B, H, W, C)``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        *,
+        qkv_mixing: Literal["depthwise", "full"] = "depthwise",
+        bias: bool = False,
+        rngs: nnx.Rngs,
+    ):
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
+        if qkv_mixing not in ("depthwise", "full"):
+            raise ValueError(f"qkv_mixing must be 'depthwise' or 'full', got {qkv_mixing!r}")
+        self.heads = heads
+        self.qkv = nnx.Conv(dim, 3 * dim, (1, 1), use_bias=bias, rngs=rngs)
+        groups = 3 * dim if qkv_mixing == "depthwise" else 1
+        self.qkv_mix = nnx.Conv(
+            3 * dim, 3 * dim, (3, 3), feature_group_count=groups, use_bias=bias, rngs=rngs
+        )
+        self.temperature = nnx.Param(jnp.ones((heads,), jnp.float32))
+        self.project_out = nnx.Conv(dim, dim, (1, 1), use_bias=bias, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        b, h, w, c = x.shape
+        q, k, v = jnp.split(self.qkv_mix(self.qkv(x)), 3, axis=-1)
+
+        def heads_first(t: jax.Array) -> jax.Array:  # (B, H, W, C) -> (B, heads, C/heads, H*W)
+            return t.reshape(b, h * w, self.heads, c // self.heads).transpose(0, 2, 3, 1)
+
+        q, k = _l2_normalise(heads_first(q), -1), _l2_normalise(heads_first(k), -1)
+        v = heads_first(v)
+        logits = jnp.einsum("bhcn,bhdn->bhcd", q, k) * self.temperature[...][:, None, None]
+        out = jnp.einsum("bhcd,bhdn->bhcn", jax.nn.softmax(logits, axis=-1), v)
+        return self.project_out(out.transpose(0, 3, 1, 2).reshape(b, h, w, c))
+
+
+class GDFN(nnx.Module):
+    """Gated-Dconv feed-forward: ``1x1 C -> 2*hidden``, grouped 3x3, ``GELU(a) * b``, ``1x1 -> C``.
+
+    Arguments:
+        dim: channels ``C``.
+        hidden: width of each gate half (Restormer: ``2 * C``; the base block: ``C``).
+        channels_per_group: input channels per group of the 3x3 conv; 1 is depthwise
+            (Restormer), 2 gives ``hidden`` groups (CDDFuse's base-block MLP).
+        bias: whether the convolutions have a bias.
+        rngs: parameter initialisation.
+
+    Call: ``x: (B, H, W, C) -> (B, H, W, C)``. GELU is the exact (erf) form, as in PyTorch.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        hidden: int,
+        *,
+        channels_per_group: int = 1,
+        bias: bool = False,
+        rngs: nnx.Rngs,
+    ):
+        self.project_in = nnx.Conv(dim, 2 * hidden, (1, 1), use_bias=bias, rngs=rngs)
+        self.mix = nnx.Conv(
+            2 * hidden,
+            2 * hidden,
+            (3, 3),
+            feature_group_count=2 * hidden // channels_per_group,
+            use_bias=bias,
+            rngs=rngs,
+        )
+        self.project_out = nnx.Conv(hidden, dim, (1, 1), use_bias=bias, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        a, b = jnp.split(self.mix(self.project_in(x)), 2, axis=-1)
+        return self.project_out(jax.nn.gelu(a, approximate=False) * b)
+
+
+class RestormerBlock(nnx.Module):
+    """Pre-norm transformer block: ``x + MDTA(LN(x))`` then ``x + GDFN(LN(x))``.
+
+    Arguments:
+        dim: channels ``C``.
+        heads: attention heads (``C`` divisible by it).
+        expansion: GDFN hidden width as a multiple of ``C`` (Restormer: 2).
+        bias: whether the convolutions have a bias.
+        rngs: parameter initialisation.
+        attention, ffn: prebuilt sub-modules replacing the default MDTA / GDFN (see
+            :func:`base_block`); ``heads``, ``expansion`` and ``bias`` then do not apply to them.
+
+    Call: ``x: (B, H, W, C) -> (B, H, W, C)``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        *,
+        expansion: float = 2.0,
+        bias: bool = False,
+        rngs: nnx.Rngs,
+        attention: MDTA | None = None,
+        ffn: GDFN | None = None,
+    ):
+        self.norm1 = ChannelLayerNorm(dim, rngs=rngs)
+        self.attention = MDTA(dim, heads, bias=bias, rngs=rngs) if attention is None else attention
+        self.norm2 = ChannelLayerNorm(dim, rngs=rngs)
+        self.ffn = GDFN(dim, int(dim * expansion), bias=bias, rngs=rngs) if ffn is None else ffn
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = x + self.attention(self.norm1(x))
+        return x + self.ffn(self.norm2(x))
+
+
+def base_block(dim: int, heads: int, *, rngs: nnx.Rngs) -> RestormerBlock:
+    """The low-frequency ("base") block: full 3x3 qkv mixing and an MLP of hidden ``dim``.
+
+    Fuse4Seg calls it MSA + MLP; CDDFuse's ``BaseFeatureExtraction``. Its MLP's 3x3 conv has
+    ``dim`` groups of 2 channels each.
+
+    Arguments:
+        dim: channels ``C`` (and the MLP's hidden width).
+        heads: attention heads.
+        rngs: parameter initialisation.
+
+    Returns:
+        a :class:`RestormerBlock`, ``(B, H, W, C) -> (B, H, W, C)``.
+    """
+    return RestormerBlock(
+        dim,
+        heads,
+        rngs=rngs,
+        attention=MDTA(dim, heads, qkv_mixing="full", rngs=rngs),
+        ffn=GDFN(dim, dim, channels_per_group=2, rngs=rngs),
+    )

@@ -1,0 +1,102 @@
+"""The segmentation follower: shapes, size errors, statelessness, gradients, block sizes."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from fuse4seg_jax import models
+from fuse4seg_jax.errors import ConfigError
+from fuse4seg_jax.models.convnext_unet import ConvNeXtBlock
+
+TINY = dict(widths=(4, 8), depths=(1, 1), bottleneck_heads=2)
+
+
+@pytest.fixture(scope="module")
+def tiny_rgb():
+    return models.create(
+        "segmentation", "convnext_unet", key=jax.random.key(0), in_channels=3, **TINY
+    )
+
+
+@pytest.mark.parametrize("in_channels", [1, 3])
+@pytest.mark.parametrize("size", [(8, 8), (6, 10), (4, 2)])
+def test_logits_at_input_resolution(in_channels, size):
+    model, params = models.create(
+        "segmentation", "convnext_unet", key=jax.random.key(0), in_channels=in_channels, **TINY
+    )
+    x = jax.ShapeDtypeStruct((2, *size, in_channels), jnp.float32)
+    logits = jax.eval_shape(model.apply, params, x)
+    assert logits.shape == (2, *size, 4)
+    assert logits.dtype == jnp.float32
+
+
+def test_size_not_divisible_names_size_and_divisor(tiny_rgb):
+    model, params = tiny_rgb
+    with pytest.raises(ConfigError, match=r"9x12 is not divisible by 2"):
+        model.apply(params, jnp.zeros((1, 9, 12, 3)))
+
+
+def test_wrong_channel_count_is_a_config_error(tiny_rgb):
+    model, params = tiny_rgb
+    with pytest.raises(ConfigError, match=r"in_channels=3"):
+        model.apply(params, jnp.zeros((1, 8, 8, 1)))
+
+
+def test_heads_must_divide_last_width():
+    with pytest.raises(ConfigError, match="bottleneck_heads 3 must divide the last width 8"):
+        models.create(
+            "segmentation",
+            "convnext_unet",
+            key=jax.random.key(0),
+            widths=(4, 8),
+            depths=(1, 1),
+            bottleneck_heads=3,
+        )
+
+
+def test_widths_and_depths_must_match():
+    with pytest.raises(ConfigError, match="widths"):
+        models.create(
+            "segmentation", "convnext_unet", key=jax.random.key(0), widths=(4, 8), depths=(1,)
+        )
+
+
+def test_samples_are_segmented_independently(tiny_rgb):
+    # No batch statistics: a sample's logits must not depend on the rest of the batch.
+    model, params = tiny_rgb
+    x = jax.random.uniform(jax.random.key(2), (2, 6, 10, 3))
+    other = x.at[0].set(jax.random.uniform(jax.random.key(3), (6, 10, 3)))
+    apply = jax.jit(model.apply)
+    logits, logits_other = apply(params, x), apply(params, other)
+    assert bool(jnp.all(jnp.isfinite(logits)))
+    assert not np.allclose(logits[0], logits_other[0])
+    np.testing.assert_allclose(logits[1], logits_other[1], rtol=1e-5, atol=1e-5)
+
+
+def test_gradients_are_finite_and_reach_every_parameter(tiny_rgb):
+    model, params = tiny_rgb
+    x = jax.random.uniform(jax.random.key(3), (2, 8, 8, 3))
+    labels = jax.random.randint(jax.random.key(4), (2, 8, 8), 0, 4)
+
+    def loss(p):
+        logp = jax.nn.log_softmax(model.apply(p, x))
+        return -jnp.mean(jnp.take_along_axis(logp, labels[..., None], axis=-1))
+
+    grads = jax.jit(jax.grad(loss))(params)
+    leaves = jax.tree.leaves(jax.device_get(grads))
+    assert all(np.all(np.isfinite(g)) for g in leaves)
+    assert all(np.any(g != 0) for g in leaves)
+
+
+def test_convnext_block_size_and_near_identity_at_init():
+    c = 4
+    block = ConvNeXtBlock(c, rngs=nnx.Rngs(0))
+    # depthwise 7x7 + bias, LayerNorm scale + bias, C->4C and 4C->C with biases, layer-scale.
+    expected = (49 * c + c) + 2 * c + (4 * c * c + 4 * c) + (4 * c * c + c) + c
+    pure, params = models.split_module(block)
+    assert models.count_params(params) == expected
+    x = jax.random.normal(jax.random.key(5), (1, 9, 9, c))
+    # layer-scale 1e-6 makes every residual branch start close to zero.
+    assert float(jnp.max(jnp.abs(jax.jit(pure.apply)(params, x) - x))) < 1e-4
