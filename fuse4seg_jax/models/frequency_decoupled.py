@@ -34,7 +34,11 @@ def min_max_per_image(x: jax.Array) -> jax.Array:
     """
     lo = jnp.min(x, axis=(1, 2, 3), keepdims=True)
     hi = jnp.max(x, axis=(1, 2, 3), keepdims=True)
-    return (x - lo) / jnp.maximum(hi - lo, _RANGE_EPS)
+    span = hi - lo
+    stretched = (x - lo) / jnp.maximum(span, _RANGE_EPS)
+    # XLA may divide by multiplying with a reciprocal, leaving the max 1 ulp below 1; the max
+    # pixel's value is the constant 1, so pinning it also leaves its (zero) gradient exact.
+    return jnp.where((x == hi) & (span > _RANGE_EPS), 1.0, stretched)
 
 
 def check_sizes(num_modalities: int, dim: int, heads: int) -> None:
