@@ -16,6 +16,7 @@ from fuse4seg_jax.errors import Fuse4SegError
 
 # verb -> (module under fuse4seg_jax.commands, one-line help)
 VERBS: dict[str, tuple[str, str]] = {
+    "models": ("models", "list registered models with their parameter counts at the paper sizes"),
 }
 
 
