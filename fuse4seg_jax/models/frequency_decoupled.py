@@ -108,6 +108,7 @@ class Decoder(nnx.Module):
         return jax.nn.sigmoid(self.out(jax.nn.leaky_relu(self.head(x), negative_slope=0.01)))
 
 
+@register("fusion", "frequency_decoupled")
 class FrequencyDecoupledFusion(nnx.Module):
     """Fuse N single-channel modalities through shared low/high-frequency features.
 
@@ -187,25 +188,3 @@ class FrequencyDecoupledFusion(nnx.Module):
         image = self.decoder(jnp.concatenate([low, high], axis=-1))
         return {"image": image, "low": low, "high": high}
 
-
-@register("fusion", "frequency_decoupled")
-def frequency_decoupled(
-    *,
-    rngs: nnx.Rngs,
-    num_modalities: int,
-    dim: int = 64,
-    heads: int = 8,
-    encoder_blocks: int = 4,
-    decoder_blocks: int = 4,
-    inn_layers: int = 3,
-) -> FrequencyDecoupledFusion:
-    """Registry constructor; see :class:`FrequencyDecoupledFusion` for the sizes."""
-    return FrequencyDecoupledFusion(
-        num_modalities,
-        dim=dim,
-        heads=heads,
-        encoder_blocks=encoder_blocks,
-        decoder_blocks=decoder_blocks,
-        inn_layers=inn_layers,
-        rngs=rngs,
-    )
