@@ -19,6 +19,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "phantom": ("phantom", "write synthetic BraTS-layout cases (brain, tumour, 4 contrasts)"),
     "prepare": ("prepare", "turn BraTS or phantom cases into the ArrayRecord slice dataset"),
     "evaluate": ("evaluate", "score segmentations against ground truth, or fused images"),
+    "models": ("models", "list registered models with their parameter counts at the paper sizes"),
 }
 
 

@@ -40,6 +40,7 @@ class DenseBlock(nnx.Module):
         return x
 
 
+@register("fusion", "caf_dense")
 class CAFDenseFusion(nnx.Module):
     """Stem, ``blocks`` dense blocks with 1x1 transitions, 3x3 head, sigmoid.
 
@@ -85,23 +86,3 @@ class CAFDenseFusion(nnx.Module):
             x = jax.nn.relu(transition(block(x)))
         return {"fused": jax.nn.sigmoid(self.head(x))}
 
-
-@register("fusion", "caf_dense")
-def caf_dense(
-    *,
-    rngs: nnx.Rngs,
-    num_modalities: int,
-    width: int = 16,
-    growth: int = 16,
-    dense_layers: int = 3,
-    blocks: int = 3,
-) -> CAFDenseFusion:
-    """Registry constructor; see :class:`CAFDenseFusion` for the sizes."""
-    return CAFDenseFusion(
-        num_modalities,
-        width=width,
-        growth=growth,
-        dense_layers=dense_layers,
-        blocks=blocks,
-        rngs=rngs,
-    )

@@ -34,6 +34,7 @@ from fuse4seg_jax.models.registry import register
 from fuse4seg_jax.models.restormer import RestormerBlock
 
 
+@register("fusion", "cross_attention")
 class CrossAttentionFusion(nnx.Module):
     """Fuse N modalities by attending from modality 1's tokens to each other modality's.
 
@@ -110,25 +111,3 @@ class CrossAttentionFusion(nnx.Module):
         image = self.decoder(jnp.concatenate([features.reshape(n, b, h, w, c)[0], attended], -1))
         return {"fused": min_max_per_image(image), "attention": attention}
 
-
-@register("fusion", "cross_attention")
-def cross_attention(
-    *,
-    rngs: nnx.Rngs,
-    num_modalities: int,
-    dim: int = 64,
-    heads: int = 8,
-    encoder_blocks: int = 2,
-    decoder_blocks: int = 2,
-    patch: int = 8,
-) -> CrossAttentionFusion:
-    """Registry constructor; see :class:`CrossAttentionFusion` for the sizes."""
-    return CrossAttentionFusion(
-        num_modalities,
-        dim=dim,
-        heads=heads,
-        encoder_blocks=encoder_blocks,
-        decoder_blocks=decoder_blocks,
-        patch=patch,
-        rngs=rngs,
-    )

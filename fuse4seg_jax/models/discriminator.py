@@ -20,6 +20,7 @@ from fuse4seg_jax.models.registry import register
 from fuse4seg_jax.models.restormer import ChannelLayerNorm
 
 
+@register("discriminator", "fuse4seg_v1")
 class Discriminator(nnx.Module):
     """``(B, H, W, 1) -> (B,)`` real-vs-generated logits.
 
@@ -49,8 +50,3 @@ class Discriminator(nnx.Module):
             x = jax.nn.leaky_relu(norm(conv(x)), negative_slope=0.2)
         return self.logit(jnp.mean(x, axis=(1, 2)))[:, 0]
 
-
-@register("discriminator", "fuse4seg_v1")
-def fuse4seg_v1(*, rngs: nnx.Rngs, width: int = 32, depth: int = 4) -> Discriminator:
-    """Registry constructor; see :class:`Discriminator` for the sizes."""
-    return Discriminator(width=width, depth=depth, rngs=rngs)
