@@ -100,3 +100,18 @@ def test_convnext_block_size_and_near_identity_at_init():
     x = jax.random.normal(jax.random.key(5), (1, 9, 9, c))
     # layer-scale 1e-6 makes every residual branch start close to zero.
     assert float(jnp.max(jnp.abs(jax.jit(pure.apply)(params, x) - x))) < 1e-4
+
+
+def test_gradients_stay_moderate_on_a_zero_background(tiny_rgb):
+    # skull-stripped MRI is exactly 0 outside the brain; with zero conv biases the LayerNorms there
+    # divide by sqrt(eps) and the stem's gradient norm reached ~1e7-1e8 at initialisation.
+    model, params = tiny_rgb
+    x = jnp.zeros((2, 8, 8, 3)).at[:, 2:6, 2:6].set(0.5)
+    labels = jnp.zeros((2, 8, 8), jnp.int32).at[:, 3:5, 3:5].set(2)
+
+    def loss(p):
+        logp = jax.nn.log_softmax(model.apply(p, x))
+        return -jnp.mean(jnp.take_along_axis(logp, labels[..., None], axis=-1))
+
+    grads = jax.grad(loss)(params)
+    assert max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads)) < 100.0

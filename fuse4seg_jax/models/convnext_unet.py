@@ -40,12 +40,28 @@ def _gelu(x: jax.Array) -> jax.Array:
     return jax.nn.gelu(x, approximate=False)
 
 
+def _fan_in_bias(fan_in: int):
+    """PyTorch's default conv bias initialiser, U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+
+    Skull-stripped MRI is exactly zero outside the brain, where a conv's output is its bias. With
+    Flax's zero bias every channel is equal there, the next LayerNorm divides by sqrt(eps), and the
+    stem's gradients reached ~1e8 at initialisation on phantom slices (vs ~1 with this init).
+    """
+    bound = fan_in**-0.5
+
+    def init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
 class ConvNeXtBlock(nnx.Module):
     """7x7 depthwise conv, LayerNorm, 1x1 to 4C, GELU, 1x1 back to C, layer-scale, residual."""
 
     def __init__(self, dim: int, *, layer_scale_init: float = 1e-6, rngs: nnx.Rngs):
         self.depthwise = nnx.Conv(
-            dim, dim, (7, 7), padding="SAME", feature_group_count=dim, rngs=rngs
+            dim, dim, (7, 7), padding="SAME", feature_group_count=dim,
+            bias_init=_fan_in_bias(49), rngs=rngs,
         )
         self.norm = nnx.LayerNorm(dim, epsilon=_LN_EPS, rngs=rngs)
         self.expand = nnx.Linear(dim, 4 * dim, rngs=rngs)
@@ -173,7 +189,8 @@ class ConvNeXtUNet(nnx.Module):
             )
         self.in_channels = in_channels
         self.divisor = 2 ** (len(widths) - 1)
-        self.stem = nnx.Conv(in_channels, widths[0], (3, 3), padding="SAME", rngs=rngs)
+        self.stem = nnx.Conv(in_channels, widths[0], (3, 3), padding="SAME",
+                             bias_init=_fan_in_bias(9 * in_channels), rngs=rngs)
         self.stem_norm = nnx.LayerNorm(widths[0], epsilon=_LN_EPS, rngs=rngs)
         self.encoder = nnx.List([_stage(w, d, rngs) for w, d in zip(widths, depths, strict=True)])
         self.downsample = nnx.List(
