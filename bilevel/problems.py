@@ -29,7 +29,7 @@ class ClosedFormProblem:
     - ``inner_init``, ``outer_init``: a starting point.
     - ``inner_solution(outer)``: the follower's exact best response ``inner*(outer)``.
     - ``hypergradient(outer)``: the exact ``d/d outer F(inner*(outer), outer)``.
-    - ``inner_hessian(outer)``: ``d2 f / d inner2`` (constant in ``inner`` for these problems).
+    - ``inner_hessian(outer)``: ``d2 f / d inner2`` at ``inner_solution(outer)``.
     - ``equilibrium``: the leader's optimum (Stackelberg equilibrium), where ``hypergradient`` is
       zero, or ``None``; ``first_order_point``: where the direct partial ``dF/d outer`` at
       ``inner*(outer)`` is zero (where first-order leader updates stop), or ``None``.
@@ -107,6 +107,73 @@ def ridge(
     )
 
 
+def _log_loss(w, batch):
+    # Labels in {-1, +1}; log(1 + exp(-y x^T w)) written stably.
+    return jnp.mean(jnp.logaddexp(0.0, -batch["y"] * (batch["x"] @ w)))
+
+
+def _logistic_inner(w, log_reg, batch):
+    return _log_loss(w, batch) + 0.5 * jnp.sum(jnp.exp(log_reg) * w**2)
+
+
+def _logistic_outer(w, log_reg, batch):
+    return _log_loss(w, batch)
+
+
+def logistic(
+    n_train: int = 24,
+    n_val: int = 16,
+    n_features: int = 4,
+    *,
+    newton_steps: int = 30,
+    seed: int = 0,
+) -> ClosedFormProblem:
+    """Logistic regression with a per-feature L2 strength ``exp(log_reg)`` as the leader.
+
+    Not quadratic in either variable, so it checks what quadratics cannot (non-constant Hessians).
+    The "exact" answers are numerical: ``inner_solution`` runs ``newton_steps`` Newton steps from
+    zero (quadratic convergence on this strongly convex loss; float64 reaches machine precision),
+    and ``hypergradient = -reg * w* * H^-1 dF/dw`` with the dense Hessian ``H`` at ``w*``.
+    """
+    rng = np.random.default_rng(seed)
+    true_w = rng.normal(size=n_features)
+
+    def split(n):
+        x = rng.normal(size=(n, n_features))
+        y = np.where(x @ true_w + 0.5 * rng.normal(size=n) > 0, 1.0, -1.0)
+        return {"x": jnp.asarray(x), "y": jnp.asarray(y)}
+
+    train, val = split(n_train), split(n_val)
+
+    def hessian_at(w, log_reg):
+        return jax.hessian(_logistic_inner)(w, log_reg, train)
+
+    @jax.jit
+    def solution(log_reg):
+        def newton(_, w):
+            grad = jax.grad(_logistic_inner)(w, log_reg, train)
+            return w - jnp.linalg.solve(hessian_at(w, log_reg), grad)
+
+        return jax.lax.fori_loop(0, newton_steps, newton, jnp.zeros(n_features, log_reg.dtype))
+
+    @jax.jit
+    def hypergradient(log_reg):
+        w = solution(log_reg)
+        grad_w = jax.grad(_logistic_outer)(w, log_reg, val)
+        return -jnp.exp(log_reg) * w * jnp.linalg.solve(hessian_at(w, log_reg), grad_w)
+
+    return ClosedFormProblem(
+        Problem(_logistic_inner, _logistic_outer),
+        train,
+        val,
+        jnp.zeros(n_features, train["x"].dtype),
+        jnp.full((n_features,), -2.0, train["x"].dtype),
+        solution,
+        hypergradient,
+        lambda log_reg: hessian_at(solution(log_reg), log_reg),
+    )
+
+
 def _quadratic_inner(y, x, batch):
     return 0.5 * y @ batch["a"] @ y + y @ batch["b"] @ x + batch["c"] @ y
 
@@ -176,36 +243,23 @@ def stackelberg() -> ClosedFormProblem:
 
 
 def _quadratic_problem(inner_np, outer_np, inner_init, outer_init) -> ClosedFormProblem:
-    inner = {k: jnp.asarray(v) for k, v in inner_np.items()}
-    outer = {k: jnp.asarray(v) for k, v in outer_np.items()}
-
-    def solution(x):
-        return -jnp.linalg.solve(inner["a"], inner["b"] @ x + inner["c"])
-
-    def direct(x):
-        return outer["q"].T @ solution(x) + outer["r"] @ x + outer["e"]
-
-    def hypergradient(x):
-        y = solution(x)
-        grad_y = outer["p"] @ y + outer["q"] @ x + outer["d"]
-        return direct(x) - inner["b"].T @ jnp.linalg.solve(inner["a"], grad_y)
-
-    def root(affine):
-        # affine(x) = G x + h; G's columns from unit vectors.
-        n = outer["e"].shape[0]
-        h = affine(jnp.zeros(n, outer["e"].dtype))
-        g = jax.vmap(affine, out_axes=1)(jnp.eye(n, dtype=h.dtype)) - h[:, None]
-        return jnp.linalg.solve(g, -h)
-
+    a, b, c = inner_np["a"], inner_np["b"], inner_np["c"]
+    p, q, r, d, e = (outer_np[k] for k in "pqrde")
+    # y*(x) = S x + s; dF/dx (direct partial) = G_fo x + h_fo; hypergradient = G x + h.
+    big_s, small_s = -np.linalg.solve(a, b), -np.linalg.solve(a, c)
+    g_fo, h_fo = q.T @ big_s + r, q.T @ small_s + e
+    g = g_fo + big_s.T @ (p @ big_s + q)
+    h = h_fo + big_s.T @ (p @ small_s + d)
+    big_s_j, small_s_j, g_j, h_j = (jnp.asarray(m) for m in (big_s, small_s, g, h))
     return ClosedFormProblem(
         Problem(_quadratic_inner, _quadratic_outer),
-        inner,
-        outer,
+        {k: jnp.asarray(v) for k, v in inner_np.items()},
+        {k: jnp.asarray(v) for k, v in outer_np.items()},
         jnp.asarray(inner_init),
         jnp.asarray(outer_init),
-        solution,
-        hypergradient,
-        lambda x: inner["a"],
-        root(hypergradient),
-        root(direct),
+        lambda x: big_s_j @ x + small_s_j,
+        lambda x: g_j @ x + h_j,
+        lambda x: jnp.asarray(a),
+        jnp.asarray(np.linalg.solve(g, -h)),
+        jnp.asarray(np.linalg.solve(g_fo, -h_fo)),
     )
