@@ -206,11 +206,16 @@ class Unrolled(Solver):
 
     - ``truncate``: differentiate only the last ``truncate`` steps (the earlier ones run with the
       leader's influence cut); ``None`` or a value >= K differentiates all K.
-    - ``remat``: rematerialise in segments of ``ceil(sqrt(T))`` steps (``jax.checkpoint``), so the
-      backward pass stores about ``2 sqrt(T)`` inner states instead of ``T``; same values.
+    - ``remat``: checkpoint segments of ``ceil(sqrt(T))`` steps (``jax.checkpoint``): only segment
+      boundaries are saved, about ``2 sqrt(T)`` stored inner states instead of ``T``; same
+      values.
 
     Each step's reverse rule is built from forward-over-reverse products
-    (:func:`bilevel.curvature.differentiable_step`), never reverse-over-reverse.
+    (:func:`bilevel.curvature.differentiable_step`), never reverse-over-reverse, and saves only
+    the step's inputs and gradient (no activations), so even without ``remat`` the stored
+    residuals are ``T`` copies of the parameters and optimiser state. (On XLA:CPU the compiled
+    temporaries still grow by about one step's activations per step with or without ``remat``;
+    see ``benchmarks/hypergrad_cost.py``.)
     """
 
     truncate: int | None = None
