@@ -69,6 +69,18 @@ class SolverOutput(NamedTuple):
     outer_aux: Any = None
 
 
+class _Call(NamedTuple):
+    """A solver call's arguments, packed once."""
+
+    problem: Problem
+    inner_params: PyTree
+    outer_params: PyTree
+    inner_opt: optax.GradientTransformation
+    inner_opt_state: PyTree
+    inner_batches: PyTree
+    outer_batch: PyTree
+
+
 class _OuterTerms(NamedTuple):
     loss: jax.Array
     aux: Any
@@ -121,7 +133,6 @@ class Solver(abc.ABC):
 
     scan_inner: bool = False
 
-    @abc.abstractmethod
     def __call__(
         self,
         problem: Problem,
@@ -133,30 +144,42 @@ class Solver(abc.ABC):
         outer_batch: PyTree,
     ) -> SolverOutput:
         """K inner steps, then the hypergradient at the new inner point (see the module doc)."""
+        return self._solve(
+            _Call(
+                problem,
+                inner_params,
+                outer_params,
+                inner_opt,
+                inner_opt_state,
+                inner_batches,
+                outer_batch,
+            )
+        )
 
-    def _inner_steps(self, problem, inner_opt, inner, opt_state, outer, batches):
-        step = inner_loop.plain_step(problem, inner_opt)
+    @abc.abstractmethod
+    def _solve(self, c: _Call) -> SolverOutput:
+        """The solver's work on the packed arguments."""
+
+    def _inner_steps(self, c: _Call, inner, opt_state, batches, outer=None):
+        """Plain inner steps over ``batches`` with the leader at ``outer`` (default: its own)."""
+        step = inner_loop.plain_step(c.problem, c.inner_opt)
+        outer = c.outer_params if outer is None else outer
         return inner_loop.run(step, inner, opt_state, outer, batches, scan=self.scan_inner)
+
+    def _follow(self, c: _Call):
+        """All K inner steps, then the outer loss and its gradients at ``inner_K``."""
+        inner, state, info = self._inner_steps(
+            c, c.inner_params, c.inner_opt_state, c.inner_batches
+        )
+        return inner, state, info, _outer_terms(c.problem, inner, c.outer_params, c.outer_batch)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class FirstOrder(Solver):
     """The direct partial ``dF/d outer`` at ``inner_K`` (what the Fuse4Seg paper uses)."""
 
-    def __call__(
-        self,
-        problem,
-        inner_params,
-        outer_params,
-        inner_opt,
-        inner_opt_state,
-        inner_batches,
-        outer_batch,
-    ):
-        inner, state, info = self._inner_steps(
-            problem, inner_opt, inner_params, inner_opt_state, outer_params, inner_batches
-        )
-        outer = _outer_terms(problem, inner, outer_params, outer_batch)
+    def _solve(self, c: _Call) -> SolverOutput:
+        inner, state, info, outer = self._follow(c)
         return _output(inner, state, outer.grad_outer, info, outer)
 
 
@@ -171,22 +194,10 @@ class Joint(Solver):
 
     weight: float = 1.0
 
-    def __call__(
-        self,
-        problem,
-        inner_params,
-        outer_params,
-        inner_opt,
-        inner_opt_state,
-        inner_batches,
-        outer_batch,
-    ):
-        inner, state, info = self._inner_steps(
-            problem, inner_opt, inner_params, inner_opt_state, outer_params, inner_batches
-        )
-        outer = _outer_terms(problem, inner, outer_params, outer_batch)
-        last = inner_loop.batch_at(inner_batches, -1)
-        g_inner_loss = jax.grad(lambda o: problem.inner_value(inner, o, last)[0])(outer_params)
+    def _solve(self, c: _Call) -> SolverOutput:
+        inner, state, info, outer = self._follow(c)
+        last = inner_loop.batch_at(c.inner_batches, -1)
+        g_inner_loss = jax.grad(lambda o: c.problem.inner_value(inner, o, last)[0])(c.outer_params)
         hypergrad = tree.axpy(self.weight, outer.grad_outer, g_inner_loss)
         return _output(inner, state, hypergrad, info, outer)
 
@@ -224,38 +235,24 @@ class Unrolled(Solver):
     def __post_init__(self):
         _check_positive("truncate", self.truncate, allow_none=True)
 
-    def __call__(
-        self,
-        problem,
-        inner_params,
-        outer_params,
-        inner_opt,
-        inner_opt_state,
-        inner_batches,
-        outer_batch,
-    ):
-        k = inner_loop.num_steps(inner_batches)
+    def _solve(self, c: _Call) -> SolverOutput:
+        k = inner_loop.num_steps(c.inner_batches)
         t = k if self.truncate is None else min(self.truncate, k)
-        inner, state = inner_params, inner_opt_state
+        inner, state = c.inner_params, c.inner_opt_state
         if t < k:
             inner, state, _ = self._inner_steps(
-                problem,
-                inner_opt,
-                inner,
-                state,
-                outer_params,
-                inner_loop.batch_at(inner_batches, slice(0, k - t)),
+                c, inner, state, inner_loop.batch_at(c.inner_batches, slice(0, k - t))
             )
-        tail = inner_loop.batch_at(inner_batches, slice(k - t, k))
-        step = curvature.differentiable_step(problem, inner_opt)
+        tail = inner_loop.batch_at(c.inner_batches, slice(k - t, k))
+        step = curvature.differentiable_step(c.problem, c.inner_opt)
 
         def rollout(outer):
             i, s, info = self._differentiable_run(step, inner, state, outer, tail, t)
-            loss, aux = problem.outer_value(i, outer, outer_batch)
+            loss, aux = c.problem.outer_value(i, outer, c.outer_batch)
             return loss, (i, s, info, aux)
 
         (loss, (i, s, info, aux)), hypergrad = jax.value_and_grad(rollout, has_aux=True)(
-            outer_params
+            c.outer_params
         )
         outer = _OuterTerms(loss, aux, None, None)
         return _output(i, s, hypergrad, info, outer, iterations=t)
@@ -282,31 +279,14 @@ class UnrolledForward(Solver):
     coordinate (vectorised with ``vmap``). Memory does not grow with K; cost grows with the number
     of leader parameters, so it suits hyper-parameters (loss weights, regularisers)."""
 
-    def __call__(
-        self,
-        problem,
-        inner_params,
-        outer_params,
-        inner_opt,
-        inner_opt_state,
-        inner_batches,
-        outer_batch,
-    ):
-        inner, state, info = self._inner_steps(
-            problem, inner_opt, inner_params, inner_opt_state, outer_params, inner_batches
-        )
-        outer = _outer_terms(problem, inner, outer_params, outer_batch)
-        flat_outer, unravel = ravel_pytree(outer_params)
+    def _solve(self, c: _Call) -> SolverOutput:
+        inner, state, info, outer = self._follow(c)
+        flat_outer, unravel = ravel_pytree(c.outer_params)
 
         def directional(direction):
             def inner_k(flat):
                 return self._inner_steps(
-                    problem,
-                    inner_opt,
-                    inner_params,
-                    inner_opt_state,
-                    unravel(flat),
-                    inner_batches,
+                    c, c.inner_params, c.inner_opt_state, c.inner_batches, unravel(flat)
                 )[0]
 
             tangent = jax.jvp(inner_k, (flat_outer,), (direction,))[1]
@@ -316,7 +296,7 @@ class UnrolledForward(Solver):
         indirect = jax.vmap(directional)(basis)
         hypergrad = tree.add(outer.grad_outer, unravel(indirect))
         return _output(
-            inner, state, hypergrad, info, outer, iterations=inner_loop.num_steps(inner_batches)
+            inner, state, hypergrad, info, outer, iterations=inner_loop.num_steps(c.inner_batches)
         )
 
 
@@ -338,42 +318,28 @@ class FiniteDifference(Solver):
     def __post_init__(self):
         _check_positive("eps_scale", self.eps_scale)
 
-    def __call__(
-        self,
-        problem,
-        inner_params,
-        outer_params,
-        inner_opt,
-        inner_opt_state,
-        inner_batches,
-        outer_batch,
-    ):
-        k = inner_loop.num_steps(inner_batches)
-        w, state = inner_params, inner_opt_state
+    def _solve(self, c: _Call) -> SolverOutput:
+        k = inner_loop.num_steps(c.inner_batches)
+        w, state = c.inner_params, c.inner_opt_state
         if k > 1:
             w, state, _ = self._inner_steps(
-                problem,
-                inner_opt,
-                w,
-                state,
-                outer_params,
-                inner_loop.batch_at(inner_batches, slice(0, k - 1)),
+                c, w, state, inner_loop.batch_at(c.inner_batches, slice(0, k - 1))
             )
-        last = inner_loop.batch_at(inner_batches, k - 1)
-        (loss, aux), grad = jax.value_and_grad(problem.inner_value, has_aux=True)(
-            w, outer_params, last
+        last = inner_loop.batch_at(c.inner_batches, k - 1)
+        (loss, aux), grad = jax.value_and_grad(c.problem.inner_value, has_aux=True)(
+            w, c.outer_params, last
         )
         (inner, new_state), optimizer_vjp = jax.vjp(
-            lambda g: inner_loop.apply_optimizer(inner_opt, g, state, w), grad
+            lambda g: inner_loop.apply_optimizer(c.inner_opt, g, state, w), grad
         )
-        outer = _outer_terms(problem, inner, outer_params, outer_batch)
+        outer = _outer_terms(c.problem, inner, c.outer_params, c.outer_batch)
         (u,) = optimizer_vjp((outer.grad_inner, _zero_cotangent(new_state)))
         u_norm = tree.norm(u)
         eps = self.eps_scale / jnp.where(u_norm > 0, u_norm, jnp.ones_like(u_norm))
 
         def grad_outer_at(sign):
             point = tree.axpy(sign * eps, u, w)
-            return jax.grad(lambda o: problem.inner_value(point, o, last)[0])(outer_params)
+            return jax.grad(lambda o: c.problem.inner_value(point, o, last)[0])(c.outer_params)
 
         mixed = tree.scale(0.5 / eps, tree.sub(grad_outer_at(1.0), grad_outer_at(-1.0)))
         hypergrad = tree.add(outer.grad_outer, mixed)
@@ -447,24 +413,18 @@ class Implicit(Solver):
         if self.damping < 0:
             raise SolverConfigError(f"solver option damping must be >= 0, got {self.damping}")
 
-    def __call__(
-        self,
-        problem,
-        inner_params,
-        outer_params,
-        inner_opt,
-        inner_opt_state,
-        inner_batches,
-        outer_batch,
-    ):
-        inner, state, info = self._inner_steps(
-            problem, inner_opt, inner_params, inner_opt_state, outer_params, inner_batches
-        )
-        outer = _outer_terms(problem, inner, outer_params, outer_batch)
-        curvature_problem, batch = self._curvature_problem(problem, inner_batches)
+    def _solve(self, c: _Call) -> SolverOutput:
+        inner, state, info, outer = self._follow(c)
+        curvature_problem, batch = self._curvature_problem(c.problem, c.inner_batches)
         if self.linear_solver == "fixed_point":
             mixed, residual, result = self._fixed_point(
-                curvature_problem, inner_opt, inner, state, outer_params, batch, outer.grad_inner
+                curvature_problem,
+                c.inner_opt,
+                inner,
+                state,
+                c.outer_params,
+                batch,
+                outer.grad_inner,
             )
         else:
 
@@ -472,7 +432,7 @@ class Implicit(Solver):
                 return curvature_problem.inner_value(i, o, batch)[0]
 
             mixed, residual, result = self._linear_solve(
-                loss, inner, outer_params, outer.grad_inner
+                loss, inner, c.outer_params, outer.grad_inner
             )
         converged = jnp.logical_and(result.converged, residual <= self.tol)
         hypergrad = tree.sub(outer.grad_outer, mixed)
