@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bilevel.outer_loop import hypergradient
 from bilevel.problem import Problem
 
 PyTree = Any
@@ -45,6 +46,21 @@ class ClosedFormProblem:
     inner_hessian: Callable[[jax.Array], jax.Array]
     equilibrium: jax.Array | None = None
     first_order_point: jax.Array | None = None
+
+    def solve(self, solver, inner_opt, batches: PyTree, inner: PyTree | None = None):
+        """``bilevel.hypergradient`` at ``outer_init`` from ``inner`` (default ``inner_init``)
+        with a fresh ``inner_opt`` state: the solver's output on this problem."""
+        inner = self.inner_init if inner is None else inner
+        return hypergradient(
+            self.problem,
+            solver,
+            inner,
+            self.outer_init,
+            inner_opt,
+            inner_opt.init(inner),
+            batches,
+            self.outer_batch,
+        )
 
     def inner_batches(self, k: int) -> PyTree:
         """K copies of ``inner_batch`` stacked on a new leading axis (full-batch inner steps)."""

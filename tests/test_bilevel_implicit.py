@@ -14,17 +14,7 @@ SGD = optax.sgd(0.1)
 
 def _at_solution(cf, solver, inner_opt=SGD, k=1):
     """The solver's output (eager: tiny problems) with the follower at its exact best response."""
-    inner = cf.inner_solution(cf.outer_init)
-    return bilevel.hypergradient(
-        cf.problem,
-        solver,
-        inner,
-        cf.outer_init,
-        inner_opt,
-        inner_opt.init(inner),
-        cf.inner_batches(k),
-        cf.outer_batch,
-    )
+    return cf.solve(solver, inner_opt, cf.inner_batches(k), inner=cf.inner_solution(cf.outer_init))
 
 
 def _rel_error(estimate, exact):

@@ -12,19 +12,6 @@ import bilevel
 from bilevel import inner_loop, problems
 
 
-def _solve(cf, solver, inner_opt, batches):
-    return bilevel.hypergradient(
-        cf.problem,
-        solver,
-        cf.inner_init,
-        cf.outer_init,
-        inner_opt,
-        inner_opt.init(cf.inner_init),
-        batches,
-        cf.outer_batch,
-    )
-
-
 def _inner_k(cf, inner_opt, batches):
     step = inner_loop.plain_step(cf.problem, inner_opt)
     return inner_loop.run(
@@ -36,7 +23,7 @@ def test_first_order_is_the_direct_partial_exactly():
     with jax.enable_x64(True):
         cf, inner_opt = problems.quadratic(), optax.sgd(0.1, momentum=0.5)
         batches = cf.inner_batches(3)
-        out = _solve(cf, bilevel.FirstOrder(), inner_opt, batches)
+        out = cf.solve(bilevel.FirstOrder(), inner_opt, batches)
         inner = _inner_k(cf, inner_opt, batches)
         direct = jax.grad(cf.problem.outer_loss, argnums=1)(inner, cf.outer_init, cf.outer_batch)
         np.testing.assert_array_equal(out.hypergrad, direct)
@@ -47,7 +34,7 @@ def test_joint_is_the_partial_of_the_weighted_sum():
     with jax.enable_x64(True):
         cf, inner_opt = problems.quadratic(), optax.sgd(0.1)
         batches = cf.inner_batches(2)
-        out = _solve(cf, bilevel.make_solver("joint", weight=0.25), inner_opt, batches)
+        out = cf.solve(bilevel.make_solver("joint", weight=0.25), inner_opt, batches)
         inner = _inner_k(cf, inner_opt, batches)
 
         def weighted(outer):
@@ -92,7 +79,7 @@ def test_finite_difference_matches_the_analytic_darts_expression(momentum):
         cf, lr = _loss_weights(), 0.5
         inner_opt = optax.sgd(lr, momentum=momentum)
         batches = cf.inner_batches(3)
-        out = _solve(cf, bilevel.FiniteDifference(eps_scale=1e-3), inner_opt, batches)
+        out = cf.solve(bilevel.FiniteDifference(eps_scale=1e-3), inner_opt, batches)
         w = _inner_k(cf, inner_opt, inner_loop.batch_at(batches, slice(0, 2)))
         w_next = _inner_k(cf, inner_opt, batches)
         grad_w, grad_beta = jax.grad(cf.problem.outer_loss, argnums=(0, 1))(
@@ -105,7 +92,7 @@ def test_finite_difference_matches_the_analytic_darts_expression(momentum):
         np.testing.assert_allclose(out.hypergrad, expected, rtol=1e-5)
         np.testing.assert_allclose(out.inner_params, w_next, rtol=1e-14)
         # The same one-step derivative without finite differences: unrolled, truncated to 1.
-        truncated = _solve(cf, bilevel.Unrolled(truncate=1), inner_opt, batches)
+        truncated = cf.solve(bilevel.Unrolled(truncate=1), inner_opt, batches)
         np.testing.assert_allclose(truncated.hypergrad, expected, rtol=1e-12)
 
 
@@ -113,13 +100,11 @@ def test_finite_difference_error_shrinks_with_eps():
     with jax.enable_x64(True):
         cf, inner_opt = _loss_weights(), optax.sgd(0.5)
         batches = cf.inner_batches(2)
-        exact = _solve(cf, bilevel.Unrolled(truncate=1), inner_opt, batches).hypergrad
+        exact = cf.solve(bilevel.Unrolled(truncate=1), inner_opt, batches).hypergrad
         errors = [
             float(
                 jnp.linalg.norm(
-                    _solve(
-                        cf, bilevel.FiniteDifference(eps_scale=eps), inner_opt, batches
-                    ).hypergrad
+                    cf.solve(bilevel.FiniteDifference(eps_scale=eps), inner_opt, batches).hypergrad
                     - exact
                 )
             )

@@ -46,19 +46,6 @@ def _central_difference(fun, x, h=1e-5):
     return np.array([(fun(x + h * e) - fun(x - h * e)) / (2 * h) for e in basis]).reshape(x.shape)
 
 
-def _solve(cf, solver, inner_opt, batches):
-    return bilevel.hypergradient(
-        cf.problem,
-        solver,
-        cf.inner_init,
-        cf.outer_init,
-        inner_opt,
-        inner_opt.init(cf.inner_init),
-        batches,
-        cf.outer_batch,
-    )
-
-
 @pytest.mark.parametrize(
     "opt_name", ["sgd", "momentum", pytest.param("adamw", marks=pytest.mark.slow)]
 )
@@ -67,7 +54,7 @@ def test_unrolled_equals_central_difference_of_the_k_step_map(opt_name):
     with jax.enable_x64(True), _promotion(inner_opt):
         cf = problems.logistic()
         batches = cf.inner_batches(4)
-        out = _solve(cf, bilevel.Unrolled(), inner_opt, batches)
+        out = cf.solve(bilevel.Unrolled(), inner_opt, batches)
         expected = _central_difference(_k_step_objective(cf, inner_opt, batches), cf.outer_init)
         np.testing.assert_allclose(out.hypergrad, expected, rtol=1e-6, atol=1e-12)
         assert out.diagnostics["iterations"] == 4 and not out.diagnostics["failed"]
@@ -80,7 +67,7 @@ def test_unrolled_converges_to_the_closed_form_as_k_grows():
         exact = cf.hypergradient(cf.outer_init)
         errors = []
         for k in (5, 20, 80):
-            out = _solve(cf, bilevel.Unrolled(scan_inner=True), optax.sgd(lr), cf.inner_batches(k))
+            out = cf.solve(bilevel.Unrolled(scan_inner=True), optax.sgd(lr), cf.inner_batches(k))
             errors.append(float(jnp.linalg.norm(out.hypergrad - exact) / jnp.linalg.norm(exact)))
         assert errors[0] > errors[1] > errors[2], errors
         assert errors[2] < 1e-6, errors
@@ -90,10 +77,10 @@ def test_truncated_unrolled_is_the_exact_gradient_of_the_truncated_map():
     with jax.enable_x64(True):
         cf, inner_opt = problems.logistic(), OPTIMIZERS["momentum"]
         batches = cf.inner_batches(5)
-        out = _solve(cf, bilevel.Unrolled(truncate=2), inner_opt, batches)
+        out = cf.solve(bilevel.Unrolled(truncate=2), inner_opt, batches)
         expected = jax.grad(_k_step_objective(cf, inner_opt, batches, skip=3))(cf.outer_init)
         np.testing.assert_allclose(out.hypergrad, expected, rtol=1e-12)
-        full = _solve(cf, bilevel.Unrolled(), inner_opt, batches)
+        full = cf.solve(bilevel.Unrolled(), inner_opt, batches)
         assert not np.allclose(out.hypergrad, full.hypergrad, rtol=1e-3)
         np.testing.assert_allclose(out.inner_params, full.inner_params, rtol=1e-13)
 
@@ -115,7 +102,7 @@ def test_remat_scan_and_forward_mode_give_the_same_gradient(solver, opt_name):
     with jax.enable_x64(True), _promotion(inner_opt):
         cf = problems.logistic()
         batches = cf.inner_batches(5)
-        reference = _solve(cf, bilevel.Unrolled(), inner_opt, batches)
-        out = _solve(cf, solver, inner_opt, batches)
+        reference = cf.solve(bilevel.Unrolled(), inner_opt, batches)
+        out = cf.solve(solver, inner_opt, batches)
         np.testing.assert_allclose(out.hypergrad, reference.hypergrad, rtol=1e-12)
         np.testing.assert_allclose(out.inner_params, reference.inner_params, rtol=1e-13)
