@@ -1,0 +1,157 @@
+"""Iterative solves on pytrees with residuals, iteration counts and a convergence test.
+
+Every solver returns a :class:`SolveResult`; none returns its initial guess silently. Two loop
+forms give the same iterates: ``loop="python"`` traces ``max_iter`` masked iterations (fast for
+small counts with convolutions on XLA:CPU, REFERENCE.md section 4) and ``loop="while"`` is a
+``lax.while_loop`` that stops early (compiles in time independent of ``max_iter``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from bilevel import tree
+
+PyTree = Any
+LinearMap = Callable[[PyTree], PyTree]
+LOOPS = ("python", "while")
+
+
+class SolveResult(NamedTuple):
+    """``x``: the solution; ``iterations``: int32 iterations used; ``converged``: bool."""
+
+    x: PyTree
+    iterations: jax.Array
+    converged: jax.Array
+
+
+def _iterate(body, state, done, max_iter: int, loop: str):
+    """Run ``state = body(state)`` until ``done(state)`` or ``max_iter`` iterations.
+
+    **Returns** ``(state, iterations)``.
+    """
+    if loop == "while":
+
+        def cond(carry):
+            state, k = carry
+            return jnp.logical_and(k < max_iter, jnp.logical_not(done(state)))
+
+        def step(carry):
+            state, k = carry
+            return body(state), k + 1
+
+        return jax.lax.while_loop(cond, step, (state, jnp.zeros((), jnp.int32)))
+    if loop != "python":
+        raise ValueError(f"loop must be one of {LOOPS}, got {loop!r}")
+    k = jnp.zeros((), jnp.int32)
+    for _ in range(max_iter):
+        stop = done(state)
+        state = tree.select(stop, state, body(state))
+        k = k + jnp.logical_not(stop).astype(jnp.int32)
+    return state, k
+
+
+def _relative(value: jax.Array, reference: jax.Array) -> jax.Array:
+    """``value / reference``, defined as ``value`` when ``reference`` is zero."""
+    return value / jnp.where(reference > 0, reference, jnp.ones_like(reference))
+
+
+def cg(
+    matvec: LinearMap, b: PyTree, *, max_iter: int, tol: float, loop: str = "python"
+) -> SolveResult:
+    """Conjugate gradient for ``A x = b`` with ``A`` symmetric positive definite, from ``x = 0``.
+
+    Stops when the recursively updated residual satisfies ``||r|| <= tol * ||b||``. On an
+    indefinite ``A`` (``p^T A p <= 0``) it stops and reports ``converged = False``.
+    """
+    b_norm = tree.norm(b)
+    zero = jnp.zeros_like(b_norm)
+
+    def body(state):
+        x, r, p, rr, _ = state
+        ap = matvec(p)
+        curvature = tree.vdot(p, ap)
+        alpha = rr / curvature
+        x_new = tree.axpy(alpha, p, x)
+        r_new = tree.axpy(-alpha, ap, r)
+        rr_new = tree.vdot(r_new, r_new)
+        p_new = tree.axpy(rr_new / rr, p, r_new)
+        negative = curvature <= 0
+        # Along a direction of non-positive curvature CG's step is meaningless: keep the iterate.
+        return tree.select(negative, (x, r, p, rr), (x_new, r_new, p_new, rr_new)) + (negative,)
+
+    def done(state):
+        _, _, _, rr, negative = state
+        return jnp.logical_or(negative, jnp.sqrt(rr) <= tol * b_norm)
+
+    init = (tree.zeros_like(b), b, b, b_norm**2, zero > 0)
+    (x, _, _, rr, negative), k = _iterate(body, init, done, max_iter, loop)
+    converged = jnp.logical_and(jnp.logical_not(negative), jnp.sqrt(rr) <= tol * b_norm)
+    return SolveResult(x, k, converged)
+
+
+def fixed_point(
+    linear_map: LinearMap, b: PyTree, *, max_iter: int, tol: float, loop: str = "python"
+) -> SolveResult:
+    """Iterate ``x <- T x + b`` from ``x = 0``, i.e. sum the Neumann series ``sum_j T^j b``.
+
+    Converges when the spectral radius of ``T`` is below one. Stops when the step
+    ``||x_new - x|| <= tol * ||b||``.
+    """
+    b_norm = tree.norm(b)
+
+    def body(state):
+        x, _ = state
+        x_new = tree.add(linear_map(x), b)
+        return x_new, tree.norm(tree.sub(x_new, x))
+
+    def done(state):
+        return state[1] <= tol * b_norm
+
+    (x, change), k = _iterate(body, (tree.zeros_like(b), b_norm), done, max_iter, loop)
+    return SolveResult(x, k, done((x, change)))
+
+
+def neumann(
+    matvec: LinearMap,
+    b: PyTree,
+    *,
+    step_size: float,
+    max_iter: int,
+    tol: float,
+    loop: str = "python",
+) -> SolveResult:
+    """Truncated Neumann series for ``A x = b``: ``x = a sum_j (I - a A)^j b``, ``a = step_size``.
+
+    Equivalent to Richardson's iteration; contracts when ``0 < a < 2 / lambda_max(A)`` and ``A``
+    is positive definite. The stopping test ``||x_new - x|| <= tol ||a b||`` is
+    ``||r|| <= tol ||b||`` on the residual ``r = b - A x``.
+    """
+    return fixed_point(
+        lambda x: tree.axpy(-step_size, matvec(x), x),
+        tree.scale(step_size, b),
+        max_iter=max_iter,
+        tol=tol,
+        loop=loop,
+    )
+
+
+def jaxopt_cg(matvec: LinearMap, b: PyTree, *, max_iter: int, tol: float) -> SolveResult:
+    """``jaxopt.linear_solve.solve_cg`` (``jax.scipy``'s CG); it reports no iteration count.
+
+    ``iterations`` is ``max_iter`` (an upper bound) and ``converged`` is decided by the caller from
+    the true residual.
+    """
+    from jaxopt import linear_solve
+
+    x = linear_solve.solve_cg(matvec, b, tol=tol, maxiter=max_iter)
+    return SolveResult(x, jnp.asarray(max_iter, jnp.int32), jnp.asarray(True))
+
+
+def relative_residual(ax: PyTree, b: PyTree, reference: PyTree | None = None) -> jax.Array:
+    """``||A x - b|| / ||reference||`` (``reference`` defaults to ``b``; no division by zero)."""
+    return _relative(tree.norm(tree.sub(ax, b)), tree.norm(b if reference is None else reference))

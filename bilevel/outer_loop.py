@@ -1,0 +1,106 @@
+"""The outer loop: K follower steps, one hypergradient, one leader update, as pure functions.
+
+``step`` is jit-able with the problem, solver and optimisers static::
+
+    step = jax.jit(bilevel.step, static_argnames=("problem", "solver", "inner_opt", "outer_opt"))
+
+optax transformations are named tuples of functions, hence hashable by identity: build each one
+once and reuse the object, or every new object triggers a new compilation. Nothing here is
+device-specific, so inputs may carry any sharding.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from bilevel.problem import Problem
+from bilevel.solvers import Solver, SolverOutput
+
+PyTree = Any
+
+
+class BilevelState(NamedTuple):
+    """Everything the outer loop carries (a pytree); ``step`` counts outer steps (int32)."""
+
+    inner_params: PyTree
+    outer_params: PyTree
+    inner_opt_state: PyTree
+    outer_opt_state: PyTree
+    step: jax.Array
+
+
+def init(
+    inner_params: PyTree,
+    outer_params: PyTree,
+    inner_opt: optax.GradientTransformation,
+    outer_opt: optax.GradientTransformation,
+) -> BilevelState:
+    """Initial state: both optimisers initialised, ``step = 0``."""
+    return BilevelState(
+        inner_params,
+        outer_params,
+        inner_opt.init(inner_params),
+        outer_opt.init(outer_params),
+        jnp.zeros((), jnp.int32),
+    )
+
+
+def hypergradient(
+    problem: Problem,
+    solver: Solver,
+    inner_params: PyTree,
+    outer_params: PyTree,
+    inner_opt: optax.GradientTransformation,
+    inner_opt_state: PyTree,
+    inner_batches: PyTree,
+    outer_batch: PyTree,
+) -> SolverOutput:
+    """The solver's output at a given point; updates nothing (to compare solvers at one point).
+
+    **Arguments** as :class:`bilevel.solvers.Solver`; ``inner_batches`` leaves have a leading
+    axis K (the number of inner steps).
+    """
+    return solver(
+        problem, inner_params, outer_params, inner_opt, inner_opt_state, inner_batches, outer_batch
+    )
+
+
+def step(
+    state: BilevelState,
+    inner_batches: PyTree,
+    outer_batch: PyTree,
+    *,
+    problem: Problem,
+    solver: Solver,
+    inner_opt: optax.GradientTransformation,
+    outer_opt: optax.GradientTransformation,
+) -> tuple[BilevelState, dict[str, jax.Array]]:
+    """One outer step: the solver's K inner steps and hypergradient, then one ``outer_opt`` update.
+
+    **Returns** the new state and the solver's diagnostics (see :mod:`bilevel.solvers`). A
+    ``failed`` step is still applied: the caller decides what to do with it.
+    """
+    out = solver(
+        problem,
+        state.inner_params,
+        state.outer_params,
+        inner_opt,
+        state.inner_opt_state,
+        inner_batches,
+        outer_batch,
+    )
+    updates, outer_opt_state = outer_opt.update(
+        out.hypergrad, state.outer_opt_state, state.outer_params
+    )
+    new_state = BilevelState(
+        out.inner_params,
+        optax.apply_updates(state.outer_params, updates),
+        out.inner_opt_state,
+        outer_opt_state,
+        state.step + 1,
+    )
+    return new_state, out.diagnostics

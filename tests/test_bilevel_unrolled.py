@@ -1,0 +1,108 @@
+"""Unrolled hypergradients: exact K-step gradients, truncation, rematerialisation, forward mode."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import bilevel
+from bilevel import inner_loop, problems
+
+OPTIMIZERS = {
+    "sgd": optax.sgd(0.3),
+    "momentum": optax.sgd(0.3, momentum=0.9),
+    "adamw": optax.adamw(0.05, weight_decay=1e-2),
+}
+
+
+def _k_step_objective(cf, inner_opt, batches, skip=0):
+    """outer -> F(inner_K(outer), outer), the leader's influence cut for the first ``skip`` steps.
+
+    Written with the plain step (JAX's own derivative rules), independently of the solvers.
+    """
+    step = inner_loop.plain_step(cf.problem, inner_opt)
+    start, state = cf.inner_init, inner_opt.init(cf.inner_init)
+    if skip:
+        start, state, _ = inner_loop.run(
+            step, start, state, cf.outer_init, inner_loop.batch_at(batches, slice(0, skip))
+        )
+    tail = inner_loop.batch_at(batches, slice(skip, None))
+
+    def objective(outer):
+        inner, _, _ = inner_loop.run(step, start, state, outer, tail)
+        return cf.problem.outer_loss(inner, outer, cf.outer_batch)
+
+    return objective
+
+
+def _promotion(inner_opt):
+    """optax's Adam computes ``b1 ** count`` (Python float, int32): it needs standard promotion."""
+    return jax.numpy_dtype_promotion("standard" if inner_opt is OPTIMIZERS["adamw"] else "strict")
+
+
+def _central_difference(fun, x, h=1e-5):
+    basis = np.eye(x.size).reshape(x.size, *x.shape)
+    return np.array([(fun(x + h * e) - fun(x - h * e)) / (2 * h) for e in basis]).reshape(x.shape)
+
+
+@pytest.mark.parametrize(
+    "opt_name", ["sgd", "momentum", pytest.param("adamw", marks=pytest.mark.slow)]
+)
+def test_unrolled_equals_central_difference_of_the_k_step_map(opt_name):
+    inner_opt = OPTIMIZERS[opt_name]
+    with jax.enable_x64(True), _promotion(inner_opt):
+        cf = problems.logistic()
+        batches = cf.inner_batches(4)
+        out = cf.solve(bilevel.Unrolled(), inner_opt, batches)
+        expected = _central_difference(_k_step_objective(cf, inner_opt, batches), cf.outer_init)
+        np.testing.assert_allclose(out.hypergrad, expected, rtol=1e-6, atol=1e-12)
+        assert out.diagnostics["iterations"] == 4 and not out.diagnostics["failed"]
+
+
+def test_unrolled_converges_to_the_closed_form_as_k_grows():
+    with jax.enable_x64(True):
+        cf = problems.ridge(per_feature=True)
+        lr = 1.0 / float(jnp.linalg.eigvalsh(cf.inner_hessian(cf.outer_init))[-1])
+        exact = cf.hypergradient(cf.outer_init)
+        errors = []
+        for k in (5, 20, 80):
+            out = cf.solve(bilevel.Unrolled(scan_inner=True), optax.sgd(lr), cf.inner_batches(k))
+            errors.append(float(jnp.linalg.norm(out.hypergrad - exact) / jnp.linalg.norm(exact)))
+        assert errors[0] > errors[1] > errors[2], errors
+        assert errors[2] < 1e-6, errors
+
+
+def test_truncated_unrolled_is_the_exact_gradient_of_the_truncated_map():
+    with jax.enable_x64(True):
+        cf, inner_opt = problems.logistic(), OPTIMIZERS["momentum"]
+        batches = cf.inner_batches(5)
+        out = cf.solve(bilevel.Unrolled(truncate=2), inner_opt, batches)
+        expected = jax.grad(_k_step_objective(cf, inner_opt, batches, skip=3))(cf.outer_init)
+        np.testing.assert_allclose(out.hypergrad, expected, rtol=1e-12)
+        full = cf.solve(bilevel.Unrolled(), inner_opt, batches)
+        assert not np.allclose(out.hypergrad, full.hypergrad, rtol=1e-3)
+        np.testing.assert_allclose(out.inner_params, full.inner_params, rtol=1e-13)
+
+
+@pytest.mark.parametrize(
+    "solver, opt_name",
+    [
+        (bilevel.Unrolled(remat=True), "momentum"),
+        pytest.param(bilevel.Unrolled(remat=True), "adamw", marks=pytest.mark.slow),
+        pytest.param(bilevel.Unrolled(scan_inner=True), "adamw", marks=pytest.mark.slow),
+        pytest.param(
+            bilevel.Unrolled(remat=True, scan_inner=True), "adamw", marks=pytest.mark.slow
+        ),
+        (bilevel.UnrolledForward(), "momentum"),
+    ],
+)
+def test_remat_scan_and_forward_mode_give_the_same_gradient(solver, opt_name):
+    inner_opt = OPTIMIZERS[opt_name]
+    with jax.enable_x64(True), _promotion(inner_opt):
+        cf = problems.logistic()
+        batches = cf.inner_batches(5)
+        reference = cf.solve(bilevel.Unrolled(), inner_opt, batches)
+        out = cf.solve(solver, inner_opt, batches)
+        np.testing.assert_allclose(out.hypergrad, reference.hypergrad, rtol=1e-12)
+        np.testing.assert_allclose(out.inner_params, reference.inner_params, rtol=1e-13)
