@@ -30,6 +30,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fuse4seg_jax.errors import ConfigError
+from fuse4seg_jax.models.grouped_conv import GroupedConv
 from fuse4seg_jax.models.registry import register
 
 _LN_EPS = 1e-6
@@ -59,10 +60,7 @@ class ConvNeXtBlock(nnx.Module):
     """7x7 depthwise conv, LayerNorm, 1x1 to 4C, GELU, 1x1 back to C, layer-scale, residual."""
 
     def __init__(self, dim: int, *, layer_scale_init: float = 1e-6, rngs: nnx.Rngs):
-        self.depthwise = nnx.Conv(
-            dim, dim, (7, 7), padding="SAME", feature_group_count=dim,
-            bias_init=_fan_in_bias(49), rngs=rngs,
-        )
+        self.depthwise = GroupedConv(dim, dim, (7, 7), groups=dim, bias_init=_fan_in_bias(49), rngs=rngs)
         self.norm = nnx.LayerNorm(dim, epsilon=_LN_EPS, rngs=rngs)
         self.expand = nnx.Linear(dim, 4 * dim, rngs=rngs)
         self.project = nnx.Linear(4 * dim, dim, rngs=rngs)

@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from fuse4seg_jax.models.grouped_conv import GroupedConv
+
 
 class InvertedBottleneck(nnx.Module):
     """``1x1 c -> 2c``, ReLU6, reflection pad 1 + depthwise 3x3, ReLU6, ``1x1 2c -> c``.
@@ -35,9 +37,8 @@ class InvertedBottleneck(nnx.Module):
     def __init__(self, channels: int, *, expansion: int = 2, rngs: nnx.Rngs):
         hidden = channels * expansion
         self.expand = nnx.Conv(channels, hidden, (1, 1), use_bias=False, rngs=rngs)
-        self.depthwise = nnx.Conv(
-            hidden, hidden, (3, 3), padding="VALID", feature_group_count=hidden,
-            use_bias=False, rngs=rngs,
+        self.depthwise = GroupedConv(
+            hidden, hidden, (3, 3), groups=hidden, padding="VALID", use_bias=False, rngs=rngs
         )
         self.project = nnx.Conv(hidden, channels, (1, 1), use_bias=False, rngs=rngs)
 

@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from fuse4seg_jax.models.grouped_conv import GroupedConv
+
 # torch.nn.functional.normalize's floor on the norm, so all-zero rows normalise to zero, not NaN.
 _L2_EPS = 1e-12
 
@@ -89,9 +91,10 @@ class MDTA(nnx.Module):
             raise ValueError(f"qkv_mixing must be 'depthwise' or 'full', got {qkv_mixing!r}")
         self.heads = heads
         self.qkv = nnx.Conv(dim, 3 * dim, (1, 1), use_bias=bias, rngs=rngs)
-        groups = 3 * dim if qkv_mixing == "depthwise" else 1
-        self.qkv_mix = nnx.Conv(
-            3 * dim, 3 * dim, (3, 3), feature_group_count=groups, use_bias=bias, rngs=rngs
+        self.qkv_mix = (
+            GroupedConv(3 * dim, 3 * dim, (3, 3), groups=3 * dim, use_bias=bias, rngs=rngs)
+            if qkv_mixing == "depthwise"
+            else nnx.Conv(3 * dim, 3 * dim, (3, 3), use_bias=bias, rngs=rngs)
         )
         self.temperature = nnx.Param(jnp.ones((heads,), jnp.float32))
         self.project_out = nnx.Conv(dim, dim, (1, 1), use_bias=bias, rngs=rngs)
@@ -134,12 +137,8 @@ class GDFN(nnx.Module):
         rngs: nnx.Rngs,
     ):
         self.project_in = nnx.Conv(dim, 2 * hidden, (1, 1), use_bias=bias, rngs=rngs)
-        self.mix = nnx.Conv(
-            2 * hidden,
-            2 * hidden,
-            (3, 3),
-            feature_group_count=2 * hidden // channels_per_group,
-            use_bias=bias,
+        self.mix = GroupedConv(
+            2 * hidden, 2 * hidden, (3, 3), groups=2 * hidden // channels_per_group, use_bias=bias,
             rngs=rngs,
         )
         self.project_out = nnx.Conv(hidden, dim, (1, 1), use_bias=bias, rngs=rngs)

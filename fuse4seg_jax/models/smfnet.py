@@ -41,6 +41,7 @@ from fuse4seg_jax.models.frequency_decoupled import (
     min_max_per_image,
 )
 from fuse4seg_jax.models.graph_reasoning import GraphReasoning
+from fuse4seg_jax.models.grouped_conv import GroupedConv
 from fuse4seg_jax.models.inn import CouplingStack
 from fuse4seg_jax.models.registry import register
 from fuse4seg_jax.models.restormer import MDTA, RestormerBlock, _l2_normalise
@@ -59,7 +60,7 @@ class LeFF(nnx.Module):
 
     def __init__(self, dim: int, hidden: int, *, rngs: nnx.Rngs):
         self.project_in = nnx.Linear(dim, hidden, rngs=rngs)
-        self.depthwise = nnx.Conv(hidden, hidden, (3, 3), feature_group_count=hidden, rngs=rngs)
+        self.depthwise = GroupedConv(hidden, hidden, (3, 3), groups=hidden, rngs=rngs)
         self.project_out = nnx.Linear(hidden, dim, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:

@@ -1,0 +1,35 @@
+"""GroupedConv computes what nnx.Conv with feature_group_count does, with the same parameters."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from fuse4seg_jax.models.grouped_conv import GroupedConv
+
+
+@pytest.mark.parametrize("c_in, c_out, groups, k, padding", [
+    (6, 6, 6, (3, 3), "SAME"),  # depthwise, as in MDTA / GDFN
+    (4, 4, 4, (7, 7), "SAME"),  # ConvNeXt's 7x7 depthwise
+    (4, 4, 4, (3, 3), "VALID"),  # the INN bottleneck, after its reflection pad
+    (8, 8, 4, (3, 3), "SAME"),  # 2 channels per group (CDDFuse's base-block MLP)
+    (4, 8, 2, (3, 5), "SAME"),  # several outputs per group
+])
+def test_matches_flax_grouped_convolution(c_in, c_out, groups, k, padding):
+    ours = GroupedConv(c_in, c_out, k, groups=groups, padding=padding, rngs=nnx.Rngs(0))
+    ours.bias[...] = jax.random.normal(jax.random.key(2), (c_out,))
+    reference = nnx.Conv(c_in, c_out, k, feature_group_count=groups, padding=padding, rngs=nnx.Rngs(1))
+    assert reference.kernel[...].shape == ours.kernel[...].shape
+    reference.kernel[...], reference.bias[...] = ours.kernel[...], ours.bias[...]
+    x = jax.random.normal(jax.random.key(3), (2, 9, 8, c_in))
+    np.testing.assert_allclose(ours(x), reference(x), rtol=1e-5, atol=1e-5)
+
+    gx = jax.grad(lambda x: jnp.sum(jnp.sin(ours(x))))(x)
+    gx_ref = jax.grad(lambda x: jnp.sum(jnp.sin(reference(x))))(x)
+    np.testing.assert_allclose(gx, gx_ref, rtol=1e-4, atol=1e-5)
+
+
+def test_rejects_kernels_that_do_not_fit_the_groups():
+    with pytest.raises(ValueError, match="does not fit"):
+        GroupedConv(6, 6, (2, 2), groups=6, rngs=nnx.Rngs(0))(jnp.zeros((1, 4, 4, 6)))
