@@ -81,8 +81,10 @@ def step(
 ) -> tuple[BilevelState, dict[str, jax.Array]]:
     """One outer step: the solver's K inner steps and hypergradient, then one ``outer_opt`` update.
 
-    **Returns** the new state and the solver's diagnostics (see :mod:`bilevel.solvers`). A
-    ``failed`` step is still applied: the caller decides what to do with it.
+    **Returns** the new state and the solver's diagnostics (see :mod:`bilevel.solvers`); with
+    ``problem.has_aux`` they also hold ``inner_aux`` and ``outer_aux``, the losses' aux outputs
+    (the last inner step's, and the outer loss's at the new inner point). A ``failed`` step is
+    still applied: the caller decides what to do with it.
     """
     out = solver(
         problem,
@@ -103,4 +105,6 @@ def step(
         outer_opt_state,
         state.step + 1,
     )
+    if problem.has_aux:
+        return new_state, {**out.diagnostics, "inner_aux": out.inner_aux, "outer_aux": out.outer_aux}
     return new_state, out.diagnostics
