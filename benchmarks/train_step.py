@@ -1,0 +1,65 @@
+"""Time per bi-level outer step for each solver on the demo sizes, as ratios to first-order.
+
+All solvers are compiled first, then timed round-robin in one process (the machine is noisy, so
+only ratios measured side by side mean anything). Synthetic batches of the demo's shape are used,
+so no dataset is needed. On a GPU, ``--paper`` times paper-size models at 224 x 224 and prints
+images per second.
+
+    python -m benchmarks.train_step [--rounds 5] [--solvers first_order,unrolled,...] [--paper]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from fuse4seg_jax.train.config import load_config
+from fuse4seg_jax.train.sharding import make_mesh, put_batch
+from fuse4seg_jax.train.trainer import Trainer
+
+SOLVERS = ("first_order", "unrolled", "implicit_cg", "implicit_neumann", "finite_difference", "joint")
+
+
+def synthetic_batch(size: int, height: int, width: int, modalities: int, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    return {"image": rng.random((size, height, width, modalities), dtype=np.float32),
+            "label": rng.integers(0, 4, (size, height, width), dtype=np.int32)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--solvers", default=",".join(SOLVERS))
+    parser.add_argument("--paper", action="store_true", help="paper sizes (224 x 224, batch 8)")
+    args = parser.parse_args()
+
+    from benchmarks._timing import print_table, time_interleaved
+
+    config_file = "configs/brats2021_t1ce_flair.py" if args.paper else "configs/demo.py"
+    size = 224 if args.paper else 64
+    mesh = make_mesh(-1)
+    fns, images = {}, {}
+    for solver in args.solvers.split(","):
+        config = load_config(config_file, [f"--config.bilevel.solver={solver}"])
+        trainer = Trainer(config, mesh, num_modalities=len(config.data.modalities))
+        n = len(config.data.modalities)
+        tr = put_batch(mesh, synthetic_batch(config.batch.tr_size, size, size, n, 0))
+        val = put_batch(mesh, synthetic_batch(config.batch.val_size, size, size, n, 1))
+        holder = {"state": trainer.init_state()}
+
+        def step(trainer=trainer, holder=holder, tr=tr, val=val):
+            holder["state"], metrics = trainer.steps["bilevel"](holder["state"], tr, val)
+            return metrics
+
+        fns[solver] = step
+        images[solver] = config.bilevel.inner_steps * config.batch.tr_size + config.batch.val_size
+    seconds = time_interleaved(fns, rounds=args.rounds)
+    base = seconds.get("first_order", next(iter(seconds.values())))
+    print(f"one outer step, {size} x {size}, K inner steps included; {mesh.devices.size} device(s)")
+    print_table(("solver", "ms / outer step", "ratio to first_order", "images / s"),
+                [(s, 1e3 * t, t / base, images[s] / t) for s, t in seconds.items()])
+
+
+if __name__ == "__main__":
+    main()

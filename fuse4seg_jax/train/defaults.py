@@ -1,0 +1,166 @@
+"""The full set of config keys, with the Fuse4Seg paper's settings as values.
+
+Every file in ``configs/`` starts from :func:`base_config` and changes what it needs, so all
+experiments share one schema and ``--config.key=value`` overrides are checked against it.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Fuse4Seg (current version) on BraTS 2021, T1ce + FLAIR, paper hyper-parameters."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    c.data = ml_collections.ConfigDict()
+    c.data.manual_dir = "data/BraTS2021"  # case folders; read with fuse4seg_jax.data.discover_cases
+    c.data.data_dir = "data/prepared"  # where `prepare` writes the ArrayRecord dataset
+    c.data.modalities = ("t1ce", "flair")
+    c.data.split_seed = 0
+    c.data.fractions = (0.7, 0.1, 0.2)
+    c.data.phantom_cases = 0  # > 0: generate this many phantom cases into manual_dir if it is absent
+    c.data.phantom_shape = (96, 96, 64)
+
+    c.model = ml_collections.ConfigDict()
+    c.model.fusion = "frequency_decoupled"
+    c.model.fusion_sizes = ml_collections.ConfigDict(
+        {"dim": 64, "heads": 8, "encoder_blocks": 4, "decoder_blocks": 4, "inn_layers": 3}
+    )
+    c.model.segmentation = "convnext_unet"
+    c.model.segmentation_sizes = ml_collections.ConfigDict(
+        {"widths": (32, 64, 128, 256), "depths": (2, 2, 2, 2), "bottleneck_heads": 4}
+    )
+    c.model.num_classes = 4
+
+    # Stages run in this order; a stage with 0 steps is skipped. Kinds:
+    #   pretrain  leader as an autoencoder (5 SSIM + MSE + 2 decomposition), CDDFuse phase I
+    #   fusion    leader on the fusion terms of the upper objective alone (disjoint baseline)
+    #   follower  follower alone on `follower_input` with the leader frozen (Fuse4Seg warm-up)
+    #   bilevel   the asymmetric rollout: K follower steps, one leader hypergradient step, EMA
+    c.stages = ml_collections.ConfigDict()
+    c.stages.pretrain = 0
+    c.stages.fusion = 0
+    c.stages.follower = 40 * 200  # 40 epochs; steps per epoch depend on the data set size
+    c.stages.bilevel = 120 * 200
+    c.follower_input = "average"  # warm-up prior: average | fused | stacked
+    c.eval_input = "fused"  # what the follower sees at evaluation: fused | average | stacked
+
+    c.bilevel = ml_collections.ConfigDict()
+    c.bilevel.solver = "first_order"  # first_order | unrolled | implicit_cg | implicit_neumann | ...
+    # The union of every solver's options; each solver takes the ones it knows (bilevel.solver_options).
+    c.bilevel.options = ml_collections.ConfigDict({
+        "max_iter": 10,  # implicit: linear-solve iterations
+        "tol": 1e-6,  # implicit: relative residual to reach (else the step is flagged `failed`)
+        "damping": 0.0,  # implicit: solve with H + damping I
+        "step_size": 0.01,  # implicit neumann / fixed_point: iteration step
+        "truncate": 0,  # unrolled: differentiate only the last T inner steps (0: all K)
+        "remat": False,  # unrolled: rematerialise each inner step (memory independent of K)
+        "eps_scale": 0.01,  # finite_difference: eps = eps_scale / ||v||
+        "weight": 1.0,  # joint: weight of the upper objective
+        "scan_inner": False,  # run the K inner steps in lax.scan instead of a traced Python loop
+    })
+    c.bilevel.inner_steps = 5  # K
+    c.bilevel.ema = 0.99  # m
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.alpha = 1.0  # decomposition
+    c.loss.beta = 5.0  # spatial gradient
+    c.loss.gamma = 0.05  # reconstruction anchor
+    c.loss.class_weights = (0.1, 1.0, 1.0, 1.0)  # background, NCR, ED, ET in the Dice term
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.leader_lr = 1e-4
+    c.optim.follower_lr = 3e-4
+    c.optim.pretrain_lr = 1e-4
+    c.optim.weight_decay = 1e-5
+    c.optim.clip_norm = 0.0  # 0: no clipping
+    c.optim.schedule = "cosine"  # cosine | constant
+
+    c.batch = ml_collections.ConfigDict()
+    c.batch.size = 8  # global batch of the single-level stages
+    c.batch.tr_size = 8  # D_tr slices per inner step
+    c.batch.val_size = 8  # D_val slices per outer step
+    c.batch.accumulation = 1  # micro-batches per batch (gradient accumulation)
+
+    c.precision = "float32"  # float32 | bfloat16 (compute only; parameters stay float32)
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1  # devices on the data axis; -1: all
+    c.mesh.model = 1
+    c.mesh.shard_params = False  # FSDP-style: shard parameters and optimiser state over `data`
+    c.mesh.distributed = False  # call jax.distributed.initialize() (multi-host; reads the env)
+
+    c.log_every = 10
+    c.checkpoint_every = 200
+    c.eval = ml_collections.ConfigDict()
+    c.eval.split = "test"
+    c.eval.max_cases = 0  # 0: all
+    c.eval.gallery = 4  # slices shown in the PNG gallery
+    return c
+
+
+def demo_config() -> ml_collections.ConfigDict:
+    """Small models on generated phantom data: the whole pipeline in minutes on 2 CPU cores."""
+    c = base_config()
+    c.data.manual_dir = "data/phantom"
+    c.data.data_dir = "data/phantom_prepared"
+    c.data.phantom_cases = 12
+    c.data.phantom_shape = (64, 64, 32)
+    c.data.fractions = (0.5, 0.17, 0.33)
+    c.model.fusion_sizes = ml_collections.ConfigDict(
+        {"dim": 16, "heads": 2, "encoder_blocks": 1, "decoder_blocks": 1, "inn_layers": 1}
+    )
+    c.model.segmentation_sizes = ml_collections.ConfigDict(
+        {"widths": (16, 32, 64), "depths": (1, 1, 1), "bottleneck_heads": 2}
+    )
+    c.stages.follower = 150
+    c.stages.bilevel = 60
+    c.optim.leader_lr = 1e-3
+    c.optim.follower_lr = 2e-3
+    c.batch.size = 8
+    c.batch.tr_size = 4
+    c.batch.val_size = 4
+    c.log_every = 10
+    c.checkpoint_every = 50
+    return c
+
+
+def baseline(c: ml_collections.ConfigDict, kind: str) -> ml_collections.ConfigDict:
+    """Turn a Fuse4Seg config into one of the paper's Table 3 baselines at equal compute.
+
+    Equal compute means the follower takes as many updates as in the bi-level run
+    (warm-up + K per outer step) and the leader as many as its outer steps.
+
+    Kinds:
+        average        follower alone on the mean of the modalities (the warm-up prior, kept)
+        disjoint       leader on the fusion terms alone, then follower on its frozen output
+        multichannel   follower alone on the stacked modalities (no fusion image)
+        no_decomp      bi-level without L_decomp (alpha = 0)
+        no_grad        bi-level without L_grad (beta = 0)
+    """
+    follower_updates = c.stages.follower + c.bilevel.inner_steps * c.stages.bilevel
+    if kind in ("average", "multichannel"):
+        c.stages.follower, c.stages.bilevel = follower_updates, 0
+        c.follower_input = c.eval_input = "average" if kind == "average" else "stacked"
+    elif kind == "disjoint":
+        c.stages.fusion, c.stages.bilevel = c.stages.bilevel, 0
+        c.stages.follower = follower_updates
+        c.follower_input = c.eval_input = "fused"
+    elif kind == "no_decomp":
+        c.loss.alpha = 0.0
+    elif kind == "no_grad":
+        c.loss.beta = 0.0
+    else:
+        raise ValueError(f"unknown baseline {kind!r}")
+    return c
+
+
+def config_for(arg: str | None) -> ml_collections.ConfigDict:
+    """The starting config of a baseline file: ``demo`` or the paper settings (default)."""
+    if arg in (None, "", "paper"):
+        return base_config()
+    if arg == "demo":
+        return demo_config()
+    raise ValueError(f"unknown config argument {arg!r}; expected 'demo' or 'paper'")

@@ -1,0 +1,127 @@
+"""``run_training``: data, stages, logging, checkpoints, resume, evaluation and the report.
+
+Each global step draws its batch deterministically from (seed, step), so a run resumed from a
+checkpoint sees exactly the batches the uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+from tqdm.auto import tqdm
+
+from fuse4seg_jax import data
+from fuse4seg_jax.errors import TrainingError
+from fuse4seg_jax.train import sharding
+from fuse4seg_jax.train.checkpoint import Checkpoints
+from fuse4seg_jax.train.evaluation import evaluate
+from fuse4seg_jax.train.report import write_report
+from fuse4seg_jax.train.rundir import MetricsLog, open_run
+from fuse4seg_jax.train.trainer import Trainer, validate_config
+
+
+def ensure_dataset(config: ml_collections.ConfigDict) -> Path:
+    """Generate phantom cases (if configured and absent) and prepare the dataset (if absent)."""
+    manual = Path(config.data.manual_dir)
+    if config.data.phantom_cases > 0 and not manual.exists():
+        data.write_phantom(manual, config.data.phantom_cases, seed=config.seed,
+                           shape=tuple(config.data.phantom_shape))
+    settings = {"modalities": tuple(config.data.modalities), "split_seed": config.data.split_seed,
+                "fractions": tuple(config.data.fractions)}
+    path = data.dataset_path(config.data.data_dir, **settings)
+    return path if path.exists() else data.prepare_dataset(manual, config.data.data_dir, **settings)
+
+
+def _batch_for(stage: str, src, config: ml_collections.ConfigDict, step: int) -> tuple[dict, ...]:
+    """This process's rows of the host batch(es) for global step ``step``."""
+    b = config.batch
+    if stage == "bilevel":
+        tr, val = data.patient_split_batch(src, b.tr_size, b.val_size, seed=config.seed, step=step)
+        return sharding.process_rows(tr), sharding.process_rows(val)
+    return (sharding.process_rows(data.sample_batch(src, b.size, seed=config.seed, step=step)),)
+
+
+def _scalars(metrics: dict) -> dict[str, float]:
+    return {k: float(np.asarray(v)) for k, v in jax.device_get(metrics).items()}
+
+
+def _nan_message(stage: str, step: int, values: dict, checkpoints: Checkpoints,
+                 workdir: Path) -> str:
+    bad = ", ".join(k for k, v in values.items() if not math.isfinite(v))
+    saved = checkpoints.latest_step()
+    where = (f"the last good checkpoint is step {saved} in {checkpoints.directory}; resume from it "
+             f"with `fuse4seg train --config <same config> --workdir {workdir} --resume` and, say, "
+             f"a lower --config.optim.*_lr") if saved is not None else "no checkpoint was saved yet"
+    return f"{stage} step {step}: non-finite {bad}; stopped. {where}"
+
+
+def run_training(config: ml_collections.ConfigDict, workdir: str | Path, *, resume: bool = False,
+                 overwrite: bool = False, progress: bool = True, stop_after: int | None = None) -> dict:
+    """Train as the config says, evaluate the result and write the report.
+
+    Arguments:
+        config: a locked config (``fuse4seg_jax.train.config.load_config``).
+        workdir: the run directory (see ``fuse4seg_jax.train.rundir``).
+        resume: continue the run in ``workdir`` from its latest checkpoint.
+        overwrite: delete whatever run ``workdir`` holds first.
+        progress: show a progress bar.
+        stop_after: stop (checkpointed) after this global step, before the end and the evaluation,
+            e.g. to fit a time-boxed job; continue later with ``resume``.
+
+    Returns:
+        the evaluation (``fuse4seg_jax.train.evaluation.evaluate``) plus ``tables``, the report's
+        markdown tables.
+
+    Raises:
+        TrainingError: a loss became non-finite; the last good checkpoint is kept and the message
+            says how to resume.
+    """
+    validate_config(config)
+    if config.mesh.distributed:
+        jax.distributed.initialize()
+    workdir = open_run(workdir, config, resume=resume, overwrite=overwrite)
+    dataset = ensure_dataset(config)
+    train_src = data.open_split(dataset, "train")
+    mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
+    trainer = Trainer(config, mesh, num_modalities=len(train_src.modalities))
+    checkpoints = Checkpoints(workdir / "checkpoints")
+    start = checkpoints.latest_step() if resume else None
+    if start is None:
+        state, start = trainer.init_state(), 0
+    else:
+        state = checkpoints.restore(trainer.abstract_state(), start)
+    log = MetricsLog(workdir / "metrics.jsonl", restored_step=start)
+    total = trainer.plan.total if stop_after is None else min(stop_after, trainer.plan.total)
+    bar = tqdm(total=total, initial=start, disable=not progress, desc="train", dynamic_ncols=True)
+    try:
+        for step in range(start, total):
+            stage, _ = trainer.plan.locate(step)
+            batches = [sharding.put_batch(mesh, b) for b in _batch_for(stage, train_src, config, step)]
+            state, metrics = trainer.steps[stage](state, *batches)
+            last = step + 1 == total or step + 1 == trainer.plan.end_of(stage)
+            log_now = (step + 1) % config.log_every == 0 or last
+            save_now = (step + 1) % config.checkpoint_every == 0 or last
+            if log_now or save_now:  # never checkpoint a state whose loss we have not checked
+                values = _scalars(metrics)
+                if not all(math.isfinite(v) for v in values.values()):
+                    raise TrainingError(_nan_message(stage, step + 1, values, checkpoints, workdir))
+                log.write({"step": step + 1, "stage": stage, **values})
+                bar.set_postfix({k: f"{values[k]:.4g}" for k in ("loss", "seg") if k in values})
+            if save_now:
+                checkpoints.save(step + 1, state)
+            bar.update(1)
+    finally:
+        bar.close()
+        log.close()
+    checkpoints.close()
+    if total < trainer.plan.total:
+        return {"rows": [], "summary": {}, "samples": [],
+                "tables": f"stopped after step {total} of {trainer.plan.total}; continue with --resume"}
+    eval_src = data.open_split(dataset, config.eval.split)
+    result = evaluate(trainer, state, eval_src, max_cases=config.eval.max_cases)
+    result["tables"] = write_report(workdir, config, result, gallery=config.eval.gallery)
+    return result

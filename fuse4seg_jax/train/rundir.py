@@ -1,0 +1,85 @@
+"""A run directory: resolved config, metrics log, checkpoints, pictures and the report.
+
+    <workdir>/config.json      the resolved config (what makes two runs "the same run")
+    <workdir>/metrics.jsonl    one JSON object per logged step: {"step", "stage", <scalars>}
+    <workdir>/checkpoints/     orbax checkpoints (see fuse4seg_jax.train.checkpoint)
+    <workdir>/gallery.png, losses.png, hypergradient.png, report.md, scores.csv, scores.json
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import ml_collections
+
+from fuse4seg_jax.atomic import atomic_file
+from fuse4seg_jax.errors import ConfigError
+from fuse4seg_jax.train.config import diff_configs, to_json
+
+# Keys a resumed run may change: they alter how (and on how many devices) it continues, not what
+# it is. Changing the learning rate is the usual way out of a NaN.
+RESUMABLE_KEYS = ("optim.", "mesh.", "eval.", "log_every", "checkpoint_every")
+
+
+def open_run(workdir: str | Path, config: ml_collections.ConfigDict, *, resume: bool,
+             overwrite: bool) -> Path:
+    """Create or reopen ``workdir`` for ``config``.
+
+    A folder that already holds a run is refused unless ``resume`` (same config required: the
+    message lists the keys that differ) or ``overwrite`` (the old run is deleted).
+    """
+    workdir = Path(workdir)
+    recorded = workdir / "config.json"
+    if workdir.exists() and any(workdir.iterdir()):
+        if overwrite:
+            shutil.rmtree(workdir)
+        elif not resume:
+            raise ConfigError(
+                f"{workdir} already holds a run; pass --resume to continue it or --overwrite to "
+                "replace it"
+            )
+        elif not recorded.exists():
+            raise ConfigError(f"{workdir} is not empty and has no config.json: not a run to resume")
+        else:
+            changed = diff_configs(json.loads(recorded.read_text()), json.loads(to_json(config)))
+            fixed = [k for k in changed if not k.startswith(RESUMABLE_KEYS)]
+            if fixed:
+                raise ConfigError(
+                    f"cannot resume {workdir}: its config differs in {', '.join(fixed)} "
+                    f"(a resumed run may change only {', '.join(RESUMABLE_KEYS)})"
+                )
+    workdir.mkdir(parents=True, exist_ok=True)
+    with atomic_file(recorded) as f:
+        f.write(to_json(config))
+    return workdir
+
+
+class MetricsLog:
+    """Append-only ``metrics.jsonl``; on resume, lines logged after the restored step are dropped.
+
+    A line records the state *after* its step, so the checkpoint of step s keeps the line of s.
+    """
+
+    def __init__(self, path: Path, restored_step: int):
+        self.path = path
+        kept = []
+        if path.exists():
+            kept = [line for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["step"] <= restored_step]
+        with atomic_file(path) as f:
+            f.write("".join(f"{line}\n" for line in kept))
+        self._file = open(path, "a")  # noqa: SIM115 - held open for the run, closed in close()
+
+    def write(self, record: dict) -> None:
+        self._file.write(json.dumps(record, sort_keys=True) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """All records of a ``metrics.jsonl``."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]

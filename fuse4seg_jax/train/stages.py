@@ -1,0 +1,42 @@
+"""The order of a run's stages and where a global step falls among them."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import ml_collections
+
+STAGES = ("pretrain", "fusion", "follower", "bilevel")
+
+
+@dataclasses.dataclass(frozen=True)
+class StagePlan:
+    """The stages of a run in order, as ``(kind, steps)`` with zero-step stages dropped."""
+
+    stages: tuple[tuple[str, int], ...]
+
+    @classmethod
+    def from_config(cls, config: ml_collections.ConfigDict) -> StagePlan:
+        return cls(tuple((k, int(config.stages[k])) for k in STAGES if int(config.stages[k]) > 0))
+
+    @property
+    def total(self) -> int:
+        return sum(n for _, n in self.stages)
+
+    def locate(self, step: int) -> tuple[str, int]:
+        """``(stage kind, step within that stage)`` of global step ``step``."""
+        start = 0
+        for kind, n in self.stages:
+            if step < start + n:
+                return kind, step - start
+            start += n
+        raise IndexError(f"step {step} is past the last stage ({self.total} steps)")
+
+    def end_of(self, kind: str) -> int:
+        """Global step at which stage ``kind`` ends (0 if it does not run)."""
+        end = 0
+        for k, n in self.stages:
+            end += n
+            if k == kind:
+                return end
+        return 0

@@ -1,0 +1,200 @@
+"""Models, objectives, optimisers and the jitted step of every stage, for one config and mesh.
+
+The train state is a plain dict of pytrees (as in big_vision):
+
+    step        int32 scalar, global step over all stages
+    leader      fusion parameters            follower      segmentation parameters
+    ema         EMA of the leader (m = bilevel.ema), used for evaluation and inference
+    leader_opt / follower_opt / pretrain_opt   optax states
+
+Every step function is pure, jitted once with the state's shardings and donated buffers, and runs
+entirely on the devices: the K inner follower steps, the hypergradient's linear solve and the EMA
+included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from jax.sharding import Mesh
+
+import bilevel
+from fuse4seg_jax import models
+from fuse4seg_jax.errors import ConfigError
+from fuse4seg_jax.train import sharding
+from fuse4seg_jax.train.objectives import FOLLOWER_INPUTS, Objectives, microbatched
+from fuse4seg_jax.train.optimizers import adamw
+from fuse4seg_jax.train.stages import StagePlan
+
+State = dict[str, Any]
+
+
+def _solver_from_config(config: ml_collections.ConfigDict) -> bilevel.Solver:
+    """Build the configured solver from the ``bilevel.options`` it takes (the others are for
+    other solvers: the config holds the union so that any solver can be chosen by one override)."""
+    try:
+        valid = bilevel.solver_options(config.bilevel.solver)
+        options = {k: v for k, v in config.bilevel.options.to_dict().items() if k in valid}
+        if options.get("truncate") == 0:
+            options["truncate"] = None
+        return bilevel.make_solver(config.bilevel.solver, **options)
+    except bilevel.SolverConfigError as err:
+        raise ConfigError(f"config key bilevel.solver / bilevel.options: {err}") from err
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Check the choices a run depends on before anything is written; errors name the key."""
+    for key in ("follower_input", "eval_input"):
+        if config[key] not in FOLLOWER_INPUTS:
+            raise ConfigError(f"config key {key} = {config[key]!r}; expected one of {FOLLOWER_INPUTS}")
+    if (config.follower_input == "stacked") != (config.eval_input == "stacked"):
+        raise ConfigError("config keys follower_input and eval_input must both be 'stacked' or neither")
+    if config.precision not in ("float32", "bfloat16"):
+        raise ConfigError(f"config key precision = {config.precision!r}; expected float32 or bfloat16")
+    for family, key in (("fusion", "fusion"), ("segmentation", "segmentation")):
+        if config.model[key] not in models.names(family):
+            raise ConfigError(f"config key model.{key} = {config.model[key]!r}; "
+                              f"available: {', '.join(models.names(family))}")
+    _solver_from_config(config)
+
+
+class Trainer:
+    """Everything one run needs to take steps: models, objectives, optimisers, jitted steps.
+
+    Arguments:
+        config: a config from ``configs/`` (see ``fuse4seg_jax.train.defaults``).
+        mesh: the device mesh (``fuse4seg_jax.train.sharding.make_mesh``).
+        num_modalities: N, the channel count of the input images.
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh, num_modalities: int):
+        self.config = config
+        self.mesh = mesh
+        self.plan = StagePlan.from_config(config)
+        validate_config(config)
+        channels = 1 if config.eval_input != "stacked" else num_modalities
+        # RBG keys: eager NNX initialisation compiles one small program per parameter shape, and
+        # RBG's programs compile about twice as fast as threefry's on CPU.
+        leader_key, follower_key = jax.random.split(jax.random.key(config.seed, impl="rbg"))
+        self.fusion, leader = models.create(
+            "fusion", config.model.fusion, key=leader_key, num_modalities=num_modalities,
+            **config.model.fusion_sizes.to_dict(),
+        )
+        self.segmentation, follower = models.create(
+            "segmentation", config.model.segmentation, key=follower_key,
+            in_channels=channels, num_classes=config.model.num_classes,
+            **config.model.segmentation_sizes.to_dict(),
+        )
+        self._init_params = (leader, follower)
+        self.objectives = Objectives(
+            self.fusion, self.segmentation, alpha=config.loss.alpha, beta=config.loss.beta,
+            gamma=config.loss.gamma, class_weights=tuple(config.loss.class_weights),
+            follower_input=config.follower_input, compute_dtype=config.precision,
+        )
+        micro = int(config.batch.accumulation)
+        obj = self.objectives
+        self.problem = bilevel.Problem(
+            microbatched(obj.inner_loss, micro), microbatched(obj.outer_loss, micro), has_aux=True
+        )
+        self.solver = _solver_from_config(config)
+        o = config.optim
+        inner_updates = config.stages.follower + config.bilevel.inner_steps * config.stages.bilevel
+        self.follower_opt = adamw(o.follower_lr, inner_updates, weight_decay=o.weight_decay,
+                                  clip_norm=o.clip_norm, schedule=o.schedule)
+        self.leader_opt = adamw(o.leader_lr, config.stages.fusion + config.stages.bilevel,
+                                weight_decay=o.weight_decay, clip_norm=o.clip_norm, schedule=o.schedule)
+        self.pretrain_opt = adamw(o.pretrain_lr, config.stages.pretrain, weight_decay=0.0,
+                                  clip_norm=o.clip_norm, schedule=o.schedule)
+        abstract = jax.eval_shape(self._fresh_state)
+        self.state_sharding = sharding.state_shardings(mesh, abstract, config.mesh.shard_params)
+        replicated = sharding.replicated(mesh)
+        jit = lambda fn: jax.jit(  # noqa: E731
+            fn, donate_argnums=0, out_shardings=(self.state_sharding, replicated)
+        )
+        self.steps: dict[str, Callable[..., tuple[State, dict]]] = {
+            "pretrain": jit(self._single_level(microbatched(obj.pretrain_loss, micro),
+                                               "leader", "pretrain_opt", self.pretrain_opt)),
+            "fusion": jit(self._single_level(microbatched(obj.fusion_only_loss, micro),
+                                             "leader", "leader_opt", self.leader_opt)),
+            "follower": jit(self._single_level(microbatched(obj.follower_loss, micro),
+                                               "follower", "follower_opt", self.follower_opt)),
+            "bilevel": jit(self._bilevel_step),
+        }
+        self.predict = jax.jit(self._predict)
+
+    def _fresh_state(self) -> State:
+        leader, follower = self._init_params
+        return {
+            "step": jnp.zeros((), jnp.int32),
+            "leader": leader,
+            "follower": follower,
+            "ema": jax.tree.map(jnp.copy, leader),  # its own buffers: the state is donated
+            "leader_opt": self.leader_opt.init(leader),
+            "follower_opt": self.follower_opt.init(follower),
+            "pretrain_opt": self.pretrain_opt.init(leader),
+        }
+
+    def init_state(self) -> State:
+        """A fresh state placed on the mesh with the configured shardings."""
+        return jax.device_put(self._fresh_state(), self.state_sharding)
+
+    def abstract_state(self) -> State:
+        """Shapes, dtypes and shardings of the state (the restore target of a checkpoint)."""
+        return jax.tree.map(
+            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+            jax.eval_shape(self._fresh_state), self.state_sharding,
+        )
+
+    def _ema(self, ema: Any, leader: Any) -> Any:
+        m = self.config.bilevel.ema
+        return jax.tree.map(lambda e, p: m * e + (1.0 - m) * p, ema, leader)
+
+    def _single_level(self, loss_fn, param_key: str, opt_key: str, opt: optax.GradientTransformation):
+        """A step of one parameter set on ``loss_fn(params, other, batch)``, the other held fixed."""
+        other_key = "ema" if param_key == "follower" else "follower"
+
+        def step(state: State, batch: dict) -> tuple[State, dict]:
+            (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+                state[param_key], state[other_key], batch
+            )
+            updates, opt_state = opt.update(grads, state[opt_key], state[param_key])
+            new = dict(state, step=state["step"] + 1, **{opt_key: opt_state})
+            new[param_key] = optax.apply_updates(state[param_key], updates)
+            if param_key == "leader":
+                new["ema"] = self._ema(state["ema"], new["leader"])
+            return new, {"loss": loss, **aux, "grad_norm": optax.global_norm(grads)}
+
+        return step
+
+    def _bilevel_step(self, state: State, tr: dict, val: dict) -> tuple[State, dict]:
+        """Algorithm 1's rollout: K follower steps on D_tr, one leader step on L_upper over D_val."""
+        k = self.config.bilevel.inner_steps
+        inner_batches = jax.tree.map(lambda x: jnp.broadcast_to(x, (k, *x.shape)), tr)
+        bstate = bilevel.BilevelState(
+            inner_params=state["follower"], outer_params=state["leader"],
+            inner_opt_state=state["follower_opt"], outer_opt_state=state["leader_opt"],
+            step=state["step"],
+        )
+        bstate, diag = bilevel.step(
+            bstate, inner_batches, val, problem=self.problem, solver=self.solver,
+            inner_opt=self.follower_opt, outer_opt=self.leader_opt,
+        )
+        new = dict(
+            state, step=state["step"] + 1, follower=bstate.inner_params, leader=bstate.outer_params,
+            follower_opt=bstate.inner_opt_state, leader_opt=bstate.outer_opt_state,
+            ema=self._ema(state["ema"], bstate.outer_params),
+        )
+        outer_terms = diag.pop("outer_aux")  # seg on D_val, decomp, grad, recon
+        diag.pop("inner_aux")  # its seg loss is diag["inner_loss"]
+        return new, {"loss": diag["outer_loss"], **diag, **outer_terms}
+
+    def _predict(self, leader: Any, follower: Any, images: jax.Array) -> dict[str, jax.Array]:
+        """Inference on ``images (B, H, W, N)``: the follower's view and its class map ``(B, H, W)``."""
+        view = self.objectives.follower_view(self.config.eval_input, leader, images)
+        logits = self.objectives.segment(follower, view)
+        return {"view": view, "pred": jnp.argmax(logits, axis=-1).astype(jnp.int32)}

@@ -1,0 +1,43 @@
+"""Shared fixtures: a tiny phantom dataset and config overrides for fast pipeline tests."""
+
+import jax
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_overrides(tmp_path_factory) -> list[str]:
+    """Overrides that shrink configs/demo.py to seconds: 6 phantom cases of 48x48x16 (VIF needs >= 41 pixels a side), tiny nets."""
+    root = tmp_path_factory.mktemp("tiny_data")
+    return [
+        f"--config.data.manual_dir={root / 'phantom'}",
+        f"--config.data.data_dir={root / 'prepared'}",
+        "--config.data.phantom_cases=6",
+        "--config.data.phantom_shape=(48, 48, 16)",
+        "--config.model.fusion_sizes.dim=8",
+        "--config.model.fusion_sizes.heads=1",
+        "--config.model.segmentation_sizes.widths=(8, 16)",
+        "--config.model.segmentation_sizes.depths=(1, 1)",
+        "--config.model.segmentation_sizes.bottleneck_heads=1",
+        "--config.stages.follower=2",
+        "--config.stages.bilevel=2",
+        "--config.bilevel.inner_steps=2",
+        "--config.batch.size=8",
+        "--config.batch.tr_size=8",
+        "--config.batch.val_size=8",
+        "--config.mesh.data=1",
+        "--config.log_every=1",
+        "--config.checkpoint_every=2",
+        "--config.eval.max_cases=1",
+        "--config.eval.gallery=1",
+    ]
+
+
+@pytest.fixture
+def standard_promotion():
+    """Run a test under JAX's standard dtype promotion instead of the suite's strict one.
+
+    For the training stack: optax's Adam bias correction computes ``decay ** count`` (a float to
+    an int32 power), which strict promotion rejects.
+    """
+    with jax.numpy_dtype_promotion("standard"):
+        yield

@@ -1,0 +1,90 @@
+"""Configs, overrides, stage plans and run directories: what a user types and what it means."""
+
+import json
+
+import pytest
+
+from fuse4seg_jax.errors import ConfigError
+from fuse4seg_jax.train.config import load_config, to_json
+from fuse4seg_jax.train.defaults import base_config
+from fuse4seg_jax.train.rundir import MetricsLog, open_run, read_metrics
+from fuse4seg_jax.train.stages import StagePlan
+
+
+def test_overrides_are_typed_and_checked():
+    c = load_config("configs/demo.py", ["--config.bilevel.solver=implicit_cg",
+                                        "--config.stages.bilevel=7", "--config.optim.leader_lr=1e-5",
+                                        "--config.data.modalities=('t1','t2','flair')"])
+    assert c.bilevel.solver == "implicit_cg"
+    assert c.stages.bilevel == 7
+    assert c.optim.leader_lr == pytest.approx(1e-5)
+    assert c.data.modalities == ("t1", "t2", "flair")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--config.bilevel.solverr=x", "unknown config key 'bilevel.solverr'"),
+    ("--config.nope.solver=x", "unknown config key 'nope'"),
+    ("--config.stages.bilevel=abc", "bad value for config key 'stages.bilevel'"),
+    ("--config.stages.bilevel", "expected --config.<key>=<value>"),
+])
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_config("configs/demo.py", [override])
+
+
+def test_missing_config_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "none.py")
+
+
+def test_baselines_keep_compute_equal():
+    full = load_config("configs/demo.py")
+    avg = load_config("configs/baseline_average.py:demo")
+    disjoint = load_config("configs/baseline_disjoint.py:demo")
+    follower_updates = full.stages.follower + full.bilevel.inner_steps * full.stages.bilevel
+    assert avg.stages.follower == follower_updates and avg.stages.bilevel == 0
+    assert avg.eval_input == "average"
+    assert disjoint.stages.fusion == full.stages.bilevel
+    assert disjoint.stages.follower == follower_updates and disjoint.eval_input == "fused"
+    assert load_config("configs/baseline_no_grad.py").loss.beta == 0.0
+    with pytest.raises(ConfigError, match="rejected argument 'tiny'"):
+        load_config("configs/baseline_average.py:tiny")
+
+
+def test_stage_plan_locates_steps():
+    c = base_config()
+    c.stages.pretrain, c.stages.fusion, c.stages.follower, c.stages.bilevel = 2, 0, 3, 4
+    plan = StagePlan.from_config(c)
+    assert plan.total == 9
+    assert [plan.locate(s) for s in (0, 1, 2, 4, 5, 8)] == [
+        ("pretrain", 0), ("pretrain", 1), ("follower", 0), ("follower", 2), ("bilevel", 0), ("bilevel", 3)]
+    assert plan.end_of("follower") == 5 and plan.end_of("fusion") == 0
+    with pytest.raises(IndexError):
+        plan.locate(9)
+
+
+def test_run_directory_refuses_another_run(tmp_path):
+    c = load_config("configs/demo.py")
+    workdir = open_run(tmp_path / "run", c, resume=False, overwrite=False)
+    assert json.loads((workdir / "config.json").read_text()) == json.loads(to_json(c))
+    with pytest.raises(ConfigError, match="already holds a run"):
+        open_run(workdir, c, resume=False, overwrite=False)
+    other = load_config("configs/demo.py", ["--config.loss.alpha=2.0"])
+    with pytest.raises(ConfigError, match="differs in loss.alpha"):
+        open_run(workdir, other, resume=True, overwrite=False)
+    lower_lr = load_config("configs/demo.py", ["--config.optim.leader_lr=1e-5"])
+    open_run(workdir, lower_lr, resume=True, overwrite=False)  # allowed: how a NaN run continues
+    open_run(workdir, other, resume=False, overwrite=True)
+    assert json.loads((workdir / "config.json").read_text())["loss"]["alpha"] == 2.0
+
+
+def test_metrics_log_drops_lines_after_the_restored_step(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    log = MetricsLog(path, restored_step=0)
+    for step in (10, 20, 30):
+        log.write({"step": step, "stage": "follower", "loss": float(step)})
+    log.close()
+    log = MetricsLog(path, restored_step=20)
+    log.write({"step": 30, "stage": "follower", "loss": 3.0})
+    log.close()
+    assert [(r["step"], r["loss"]) for r in read_metrics(path)] == [(10, 10.0), (20, 20.0), (30, 3.0)]
