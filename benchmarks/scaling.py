@@ -20,7 +20,9 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--devices", default="1,2,4,8")
     parser.add_argument("--per-device-batch", type=int, default=2)
     parser.add_argument("--solver", default="first_order")
@@ -31,9 +33,9 @@ def main() -> None:
     args = parser.parse_args()
 
     import jax
+
     from benchmarks._timing import print_table, time_interleaved
     from benchmarks.train_step import synthetic_batch
-
     from fuse4seg_jax.train.config import load_config
     from fuse4seg_jax.train.sharding import make_mesh, put_batch
     from fuse4seg_jax.train.trainer import Trainer
@@ -42,9 +44,15 @@ def main() -> None:
     fns, flops, images = {}, {}, {}
     for n in counts:
         b = args.per_device_batch * n
-        config = load_config(args.config, [f"--config.bilevel.solver={args.solver}",
-                                           f"--config.batch.tr_size={b}", f"--config.batch.val_size={b}",
-                                           f"--config.mesh.data={n}"])
+        config = load_config(
+            args.config,
+            [
+                f"--config.bilevel.solver={args.solver}",
+                f"--config.batch.tr_size={b}",
+                f"--config.batch.val_size={b}",
+                f"--config.mesh.data={n}",
+            ],
+        )
         mesh = make_mesh(n)
         trainer = Trainer(config, mesh, num_modalities=len(config.data.modalities))
         m = len(config.data.modalities)
@@ -64,8 +72,10 @@ def main() -> None:
         images[n] = config.bilevel.inner_steps * b + b
     seconds = time_interleaved(fns, rounds=args.rounds)
     base = seconds[counts[0]]
-    print(f"{jax.devices()[0].platform}: solver {args.solver}, {args.size} x {args.size}, "
-          f"{args.per_device_batch} images per device per batch")
+    print(
+        f"{jax.devices()[0].platform}: solver {args.solver}, {args.size} x {args.size}, "
+        f"{args.per_device_batch} images per device per batch"
+    )
     rows = []
     for n, t in seconds.items():
         achieved = flops[n] / t / 1e12

@@ -23,12 +23,16 @@ SOLVERS = ("first_order", "unrolled", "implicit_cg", "implicit_neumann", "finite
 
 def synthetic_batch(size: int, height: int, width: int, modalities: int, seed: int) -> dict:
     rng = np.random.default_rng(seed)
-    return {"image": rng.random((size, height, width, modalities), dtype=np.float32),
-            "label": rng.integers(0, 4, (size, height, width), dtype=np.int32)}
+    return {
+        "image": rng.random((size, height, width, modalities), dtype=np.float32),
+        "label": rng.integers(0, 4, (size, height, width), dtype=np.int32),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--solvers", default=",".join(SOLVERS))
     parser.add_argument("--paper", action="store_true", help="paper sizes (224 x 224, batch 8)")
@@ -57,8 +61,10 @@ def main() -> None:
     seconds = time_interleaved(fns, rounds=args.rounds)
     base = seconds.get("first_order", next(iter(seconds.values())))
     print(f"one outer step, {size} x {size}, K inner steps included; {mesh.devices.size} device(s)")
-    print_table(("solver", "ms / outer step", "ratio to first_order", "images / s"),
-                [(s, 1e3 * t, t / base, images[s] / t) for s, t in seconds.items()])
+    print_table(
+        ("solver", "ms / outer step", "ratio to first_order", "images / s"),
+        [(s, 1e3 * t, t / base, images[s] / t) for s, t in seconds.items()],
+    )
 
 
 if __name__ == "__main__":

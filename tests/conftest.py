@@ -6,7 +6,10 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_overrides(tmp_path_factory) -> list[str]:
-    """Overrides that shrink configs/demo.py to seconds: 6 phantom cases of 48x48x16 (VIF needs >= 41 pixels a side), tiny nets."""
+    """Overrides that shrink configs/demo.py to seconds: 6 phantom cases, tiny nets.
+
+    Slices are 48 x 48: the fusion scores' VIF needs at least 41 pixels a side.
+    """
     root = tmp_path_factory.mktemp("tiny_data")
     return [
         f"--config.data.manual_dir={root / 'phantom'}",

@@ -22,8 +22,9 @@ jax.config.update("jax_cpu_collectives_implementation", "gloo")
 
 def main() -> None:
     process_id, port, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-    jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2,
-                               process_id=process_id)
+    jax.distributed.initialize(
+        coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=process_id
+    )
     from fuse4seg_jax import data
     from fuse4seg_jax.train.config import load_config
     from fuse4seg_jax.train.loop import ensure_dataset
@@ -39,12 +40,14 @@ def main() -> None:
         tr, val = data.patient_split_batch(src, 8, 8, seed=0, step=step)
         tr, val = (put_batch(mesh, process_rows(b)) for b in (tr, val))
         state, _ = trainer.steps["bilevel"](state, tr, val)
-    leader = jax.tree.map(lambda x: np.asarray(jax.experimental.multihost_utils.process_allgather(x)),
-                          state["leader"])
+    leader = jax.tree.map(
+        lambda x: np.asarray(jax.experimental.multihost_utils.process_allgather(x)), state["leader"]
+    )
     checksum = float(sum(np.abs(x).sum() for x in jax.tree.leaves(leader)))
     with open(out, "w") as f:
-        json.dump({"process_count": jax.process_count(), "devices": jax.device_count(),
-                   "checksum": checksum}, f)
+        json.dump(
+            {"process_count": jax.process_count(), "devices": jax.device_count(), "checksum": checksum}, f
+        )
 
 
 if __name__ == "__main__":

@@ -31,9 +31,15 @@ def source(tiny_overrides):
 
 
 def _run(tiny_overrides, source, devices: int, solver: str, steps: int = 3, shard_params=False):
-    config = load_config("configs/demo.py", [*tiny_overrides, f"--config.bilevel.solver={solver}",
-                                             f"--config.mesh.data={devices}",
-                                             f"--config.mesh.shard_params={shard_params}"])
+    config = load_config(
+        "configs/demo.py",
+        [
+            *tiny_overrides,
+            f"--config.bilevel.solver={solver}",
+            f"--config.mesh.data={devices}",
+            f"--config.mesh.shard_params={shard_params}",
+        ],
+    )
     mesh = make_mesh(devices)
     trainer = Trainer(config, mesh, num_modalities=2)
     state = trainer.init_state()
@@ -104,9 +110,15 @@ def test_two_processes_on_loopback_match_one_process(tiny_overrides, source, tmp
     port = _free_port()
     overrides = [o for o in tiny_overrides if not o.startswith("--config.mesh.data")]
     outs = [tmp_path / f"p{i}.json" for i in range(2)]
-    procs = [subprocess.Popen([sys.executable, "tests/distributed_worker.py", str(i), str(port),
-                               str(outs[i]), *overrides], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "tests/distributed_worker.py", str(i), str(port), str(outs[i]), *overrides],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
     logs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), "\n".join(log[-3000:] for log in logs)
     results = [json.loads(o.read_text()) for o in outs]

@@ -12,21 +12,30 @@ from fuse4seg_jax.train.stages import StagePlan
 
 
 def test_overrides_are_typed_and_checked():
-    c = load_config("configs/demo.py", ["--config.bilevel.solver=implicit_cg",
-                                        "--config.stages.bilevel=7", "--config.optim.leader_lr=1e-5",
-                                        "--config.data.modalities=('t1','t2','flair')"])
+    c = load_config(
+        "configs/demo.py",
+        [
+            "--config.bilevel.solver=implicit_cg",
+            "--config.stages.bilevel=7",
+            "--config.optim.leader_lr=1e-5",
+            "--config.data.modalities=('t1','t2','flair')",
+        ],
+    )
     assert c.bilevel.solver == "implicit_cg"
     assert c.stages.bilevel == 7
     assert c.optim.leader_lr == pytest.approx(1e-5)
     assert c.data.modalities == ("t1", "t2", "flair")
 
 
-@pytest.mark.parametrize("override, message", [
-    ("--config.bilevel.solverr=x", "unknown config key 'bilevel.solverr'"),
-    ("--config.nope.solver=x", "unknown config key 'nope'"),
-    ("--config.stages.bilevel=abc", "bad value for config key 'stages.bilevel'"),
-    ("--config.stages.bilevel", "expected --config.<key>=<value>"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("--config.bilevel.solverr=x", "unknown config key 'bilevel.solverr'"),
+        ("--config.nope.solver=x", "unknown config key 'nope'"),
+        ("--config.stages.bilevel=abc", "bad value for config key 'stages.bilevel'"),
+        ("--config.stages.bilevel", "expected --config.<key>=<value>"),
+    ],
+)
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_config("configs/demo.py", [override])
@@ -57,7 +66,13 @@ def test_stage_plan_locates_steps():
     plan = StagePlan.from_config(c)
     assert plan.total == 9
     assert [plan.locate(s) for s in (0, 1, 2, 4, 5, 8)] == [
-        ("pretrain", 0), ("pretrain", 1), ("follower", 0), ("follower", 2), ("bilevel", 0), ("bilevel", 3)]
+        ("pretrain", 0),
+        ("pretrain", 1),
+        ("follower", 0),
+        ("follower", 2),
+        ("bilevel", 0),
+        ("bilevel", 3),
+    ]
     assert plan.end_of("follower") == 5 and plan.end_of("fusion") == 0
     with pytest.raises(IndexError):
         plan.locate(9)

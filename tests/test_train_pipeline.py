@@ -10,7 +10,6 @@ import pytest
 
 import bilevel
 from fuse4seg_jax.cli import main
-from fuse4seg_jax.errors import TrainingError
 from fuse4seg_jax.train.config import load_config
 from fuse4seg_jax.train.loop import ensure_dataset, run_training
 from fuse4seg_jax.train.objectives import microbatched
@@ -41,8 +40,14 @@ def test_every_solver_takes_finite_outer_steps(solver, tiny_overrides, tiny_batc
     tr, val = (put_batch(mesh, b) for b in tiny_batches)
     k = config.bilevel.inner_steps
     out = bilevel.hypergradient(
-        trainer.problem, trainer.solver, state["follower"], state["leader"], trainer.follower_opt,
-        state["follower_opt"], jax.tree.map(lambda x: np.broadcast_to(x, (k, *x.shape)), tr), val,
+        trainer.problem,
+        trainer.solver,
+        state["follower"],
+        state["leader"],
+        trainer.follower_opt,
+        state["follower_opt"],
+        jax.tree.map(lambda x: np.broadcast_to(x, (k, *x.shape)), tr),
+        val,
     )
     assert jax.tree.structure(out.hypergrad) == jax.tree.structure(state["leader"])
     assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(out.hypergrad))
@@ -52,7 +57,8 @@ def test_every_solver_takes_finite_outer_steps(solver, tiny_overrides, tiny_batc
         state, metrics = trainer.steps["bilevel"](state, tr, val)
         assert np.isfinite(float(metrics["loss"])) and np.isfinite(float(metrics["inner_loss"]))
     assert int(state["step"]) == 2
-    moved = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(state["leader"]))]
+    after = jax.tree.leaves(state["leader"])
+    moved = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), after, strict=True)]
     assert any(moved), "the leader did not move"
 
 
@@ -78,7 +84,8 @@ def test_resume_reproduces_the_uninterrupted_run(trained_run, tmp_path):
     # bit-exact on CPU: the same batches (a function of seed and step), the same programs
     assert read_metrics(a / "metrics.jsonl") == read_metrics(tmp_path / "b" / "metrics.jsonl")
     assert json.loads((a / "scores.json").read_text()) == json.loads(
-        (tmp_path / "b" / "scores.json").read_text())
+        (tmp_path / "b" / "scores.json").read_text()
+    )
 
 
 def test_a_run_leaves_its_report_pictures_and_scores(trained_run):
@@ -97,10 +104,28 @@ def test_fuse_and_segment_write_volumes_with_the_input_geometry(trained_run, tmp
     config, workdir = trained_run
     case_dir = sorted(Path(config.data.manual_dir).iterdir())[0]
     seg_in = next(case_dir.glob("*_seg.nii.gz"))
-    assert main(["segment", "--run", str(workdir), "--case", str(case_dir),
-                 "--out", str(tmp_path / "seg.nii.gz"), "--fused-out", str(tmp_path / "fused.nii.gz")]) == 0
-    assert main(["fuse", "--run", str(workdir), "--case", str(case_dir),
-                 "--out", str(tmp_path / "fused2.nii.gz")]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                "--run",
+                str(workdir),
+                "--case",
+                str(case_dir),
+                "--out",
+                str(tmp_path / "seg.nii.gz"),
+                "--fused-out",
+                str(tmp_path / "fused.nii.gz"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            ["fuse", "--run", str(workdir), "--case", str(case_dir), "--out", str(tmp_path / "fused2.nii.gz")]
+        )
+        == 0
+    )
     reference = sitk.ReadImage(str(seg_in))
     seg = sitk.ReadImage(str(tmp_path / "seg.nii.gz"))
     fused = sitk.ReadImage(str(tmp_path / "fused.nii.gz"))
@@ -111,7 +136,9 @@ def test_fuse_and_segment_write_volumes_with_the_input_geometry(trained_run, tmp
     assert set(np.unique(sitk.GetArrayFromImage(seg))) <= {0, 1, 2, 4}  # BraTS 2021 label values
     values = sitk.GetArrayFromImage(fused)
     assert values.min() >= 0.0 and values.max() <= 1.0
-    np.testing.assert_array_equal(values, sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "fused2.nii.gz"))))
+    np.testing.assert_array_equal(
+        values, sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "fused2.nii.gz")))
+    )
 
 
 def test_segment_without_a_trained_run_names_the_folder(tmp_path, capsys):

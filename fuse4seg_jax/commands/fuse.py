@@ -9,10 +9,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", required=True, help="a run directory written by `fuse4seg train`")
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--case", help="one BraTS case folder (2021 or 2023 naming)")
-    src.add_argument("--pairs", nargs=2, metavar=("DIR_A", "DIR_B"),
-                     help="two folders of PNGs matched by file name (Harvard-style pairs)")
-    parser.add_argument("--out", required=True,
-                        help="output .nii.gz for --case, output folder for --pairs")
+    src.add_argument(
+        "--pairs",
+        nargs=2,
+        metavar=("DIR_A", "DIR_B"),
+        help="two folders of PNGs matched by file name (Harvard-style pairs)",
+    )
+    parser.add_argument("--out", required=True, help="output .nii.gz for --case, output folder for --pairs")
 
 
 def run(args: argparse.Namespace) -> int:

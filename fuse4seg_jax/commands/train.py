@@ -6,17 +6,21 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True,
-                        help="config file, e.g. configs/demo.py (file.py:arg passes arg to get_config)")
-    parser.add_argument("--workdir", default=None,
-                        help="run directory (default: runs/<config file name>)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --workdir from its latest checkpoint")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="delete whatever run --workdir holds first")
+    parser.add_argument(
+        "--config",
+        required=True,
+        help="config file, e.g. configs/demo.py (file.py:arg passes arg to get_config)",
+    )
+    parser.add_argument("--workdir", default=None, help="run directory (default: runs/<config file name>)")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run in --workdir from its latest checkpoint"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="delete whatever run --workdir holds first")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.epilog = ("Any config key can be set with --config.<key>=<value>, "
-                     "e.g. --config.bilevel.solver=implicit_cg --config.stages.bilevel=100")
+    parser.epilog = (
+        "Any config key can be set with --config.<key>=<value>, "
+        "e.g. --config.bilevel.solver=implicit_cg --config.stages.bilevel=100"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,8 +31,9 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.config_overrides)
     workdir = args.workdir or str(Path("runs") / Path(args.config.partition(":")[0]).stem)
-    result = run_training(config, workdir, resume=args.resume, overwrite=args.overwrite,
-                          progress=not args.no_progress)
+    result = run_training(
+        config, workdir, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress
+    )
     print(result["tables"])
     print(f"run directory: {workdir} (report.md, gallery.png, metrics.jsonl, checkpoints/)")
     return 0

@@ -3,8 +3,9 @@
 XLA:CPU lowers ``feature_group_count`` convolutions to a slow generic path. On (8, 64, 64, 32)
 inputs, the sum of shifted copies was faster than XLA's grouped convolution by 21x forward / 4.1x
 forward+backward for a 3x3 depthwise kernel, 35x / 2.3x for a 7x7 one, and 1.0x / 21x for 3x3 with
-2 channels per group (``python -m benchmarks.grouped_conv``, 2-core CPU). Every fusion leader and the ConvNeXt follower are built
-on such convolutions, so we compute them as shifted sums; on GPUs XLA fuses the sum into one kernel.
+2 channels per group (``python -m benchmarks.grouped_conv``, 2-core CPU). Every fusion leader
+and the ConvNeXt follower are built on such convolutions, so we compute them as shifted sums; on
+GPUs XLA fuses the sum into one kernel.
 
 :class:`GroupedConv` has the parameters of ``nnx.Conv(..., feature_group_count=groups)`` (same
 names, shapes and initialisers) and computes the same cross-correlation.
@@ -70,9 +71,18 @@ class GroupedConv(nnx.Module):
     Call: ``(B, H, W, in_features) -> (B, H', W', out_features)``.
     """
 
-    def __init__(self, in_features: int, out_features: int, kernel_size: tuple[int, int], *,
-                 groups: int, padding: str = "SAME", use_bias: bool = True,
-                 bias_init=jax.nn.initializers.zeros, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        kernel_size: tuple[int, int],
+        *,
+        groups: int,
+        padding: str = "SAME",
+        use_bias: bool = True,
+        bias_init=jax.nn.initializers.zeros,
+        rngs: nnx.Rngs,
+    ):
         shape = (*kernel_size, in_features // groups, out_features)
         self.kernel = nnx.Param(_DEFAULT_KERNEL_INIT(rngs.params(), shape, jnp.float32))
         self.bias = nnx.Param(bias_init(rngs.params(), (out_features,), jnp.float32)) if use_bias else None

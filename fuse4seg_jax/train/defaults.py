@@ -50,17 +50,19 @@ def base_config() -> ml_collections.ConfigDict:
     c.bilevel = ml_collections.ConfigDict()
     c.bilevel.solver = "first_order"  # first_order | unrolled | implicit_cg | implicit_neumann | ...
     # The union of every solver's options; each solver takes the ones it knows (bilevel.solver_options).
-    c.bilevel.options = ml_collections.ConfigDict({
-        "max_iter": 10,  # implicit: linear-solve iterations
-        "tol": 1e-6,  # implicit: relative residual to reach (else the step is flagged `failed`)
-        "damping": 0.0,  # implicit: solve with H + damping I
-        "step_size": 0.01,  # implicit neumann / fixed_point: iteration step
-        "truncate": 0,  # unrolled: differentiate only the last T inner steps (0: all K)
-        "remat": False,  # unrolled: rematerialise each inner step (memory independent of K)
-        "eps_scale": 0.01,  # finite_difference: eps = eps_scale / ||v||
-        "weight": 1.0,  # joint: weight of the upper objective
-        "scan_inner": False,  # run the K inner steps in lax.scan instead of a traced Python loop
-    })
+    c.bilevel.options = ml_collections.ConfigDict(
+        {
+            "max_iter": 10,  # implicit: linear-solve iterations
+            "tol": 1e-6,  # implicit: relative residual to reach (else the step is flagged `failed`)
+            "damping": 0.0,  # implicit: solve with H + damping I
+            "step_size": 0.01,  # implicit neumann / fixed_point: iteration step
+            "truncate": 0,  # unrolled: differentiate only the last T inner steps (0: all K)
+            "remat": False,  # unrolled: rematerialise each inner step (memory independent of K)
+            "eps_scale": 0.01,  # finite_difference: eps = eps_scale / ||v||
+            "weight": 1.0,  # joint: weight of the upper objective
+            "scan_inner": False,  # run the K inner steps in lax.scan instead of a traced Python loop
+        }
+    )
     c.bilevel.inner_steps = 5  # K
     c.bilevel.ema = 0.99  # m
 

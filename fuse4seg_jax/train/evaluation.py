@@ -31,9 +31,7 @@ def predict_volume(trainer: Trainer, state: State, images: np.ndarray, chunk: in
     devices = trainer.mesh.shape[sharding.DATA]
     chunk = -(-chunk // devices) * devices
     count = images.shape[0]
-    padded = np.concatenate(
-        [images, np.zeros((-count % chunk, *images.shape[1:]), images.dtype)], axis=0
-    )
+    padded = np.concatenate([images, np.zeros((-count % chunk, *images.shape[1:]), images.dtype)], axis=0)
     views, preds = [], []
     for start in range(0, len(padded), chunk):
         batch = sharding.put_batch(trainer.mesh, {"image": padded[start : start + chunk]})
@@ -43,8 +41,7 @@ def predict_volume(trainer: Trainer, state: State, images: np.ndarray, chunk: in
     return {"view": np.concatenate(views)[:count], "pred": np.concatenate(preds)[:count]}
 
 
-def evaluate(trainer: Trainer, state: State, src: Any, *, max_cases: int = 0,
-             progress: bool = True) -> dict:
+def evaluate(trainer: Trainer, state: State, src: Any, *, max_cases: int = 0, progress: bool = True) -> dict:
     """Score every case of ``src`` (at most ``max_cases`` if > 0).
 
     Returns:
@@ -63,15 +60,24 @@ def evaluate(trainer: Trainer, state: State, src: Any, *, max_cases: int = 0,
         pred_vol = np.moveaxis(out["pred"], 0, -1)
         label_vol = np.moveaxis(labels, 0, -1)
         spacing = tuple(float(s) for s in records[0]["spacing"])
-        row: dict[str, Any] = {"case": case_id, "status": "ok",
-                               **metrics.segmentation_row(
-                                   metrics.segmentation_scores(pred_vol, label_vol, spacing))}
+        row: dict[str, Any] = {
+            "case": case_id,
+            "status": "ok",
+            **metrics.segmentation_row(metrics.segmentation_scores(pred_vol, label_vol, spacing)),
+        }
         best = int(np.argmax((labels > 0).sum(axis=(1, 2))))
         if out["view"].shape[-1] == 1:
             sources = np.moveaxis(images[best], -1, 0)
             row.update(metrics.fusion_scores(out["view"][best, ..., 0], sources))
         rows.append(row)
-        samples.append({"case_id": case_id, "slice": int(records[best]["slice"]),
-                        "image": images[best], "view": out["view"][best],
-                        "pred": out["pred"][best], "label": labels[best]})
+        samples.append(
+            {
+                "case_id": case_id,
+                "slice": int(records[best]["slice"]),
+                "image": images[best],
+                "view": out["view"][best],
+                "pred": out["pred"][best],
+                "label": labels[best],
+            }
+        )
     return {"rows": rows, "summary": metrics.column_statistics(rows), "samples": samples}

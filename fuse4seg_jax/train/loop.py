@@ -28,10 +28,14 @@ def ensure_dataset(config: ml_collections.ConfigDict) -> Path:
     """Generate phantom cases (if configured and absent) and prepare the dataset (if absent)."""
     manual = Path(config.data.manual_dir)
     if config.data.phantom_cases > 0 and not manual.exists():
-        data.write_phantom(manual, config.data.phantom_cases, seed=config.seed,
-                           shape=tuple(config.data.phantom_shape))
-    settings = {"modalities": tuple(config.data.modalities), "split_seed": config.data.split_seed,
-                "fractions": tuple(config.data.fractions)}
+        data.write_phantom(
+            manual, config.data.phantom_cases, seed=config.seed, shape=tuple(config.data.phantom_shape)
+        )
+    settings = {
+        "modalities": tuple(config.data.modalities),
+        "split_seed": config.data.split_seed,
+        "fractions": tuple(config.data.fractions),
+    }
     path = data.dataset_path(config.data.data_dir, **settings)
     return path if path.exists() else data.prepare_dataset(manual, config.data.data_dir, **settings)
 
@@ -49,18 +53,30 @@ def _scalars(metrics: dict) -> dict[str, float]:
     return {k: float(np.asarray(v)) for k, v in jax.device_get(metrics).items()}
 
 
-def _nan_message(stage: str, step: int, values: dict, checkpoints: Checkpoints,
-                 workdir: Path) -> str:
+def _nan_message(stage: str, step: int, values: dict, checkpoints: Checkpoints, workdir: Path) -> str:
     bad = ", ".join(k for k, v in values.items() if not math.isfinite(v))
     saved = checkpoints.latest_step()
-    where = (f"the last good checkpoint is step {saved} in {checkpoints.directory}; resume from it "
-             f"with `fuse4seg train --config <same config> --workdir {workdir} --resume` and, say, "
-             f"a lower --config.optim.*_lr") if saved is not None else "no checkpoint was saved yet"
+    where = (
+        (
+            f"the last good checkpoint is step {saved} in {checkpoints.directory}; resume from it "
+            f"with `fuse4seg train --config <same config> --workdir {workdir} --resume` and, say, "
+            f"a lower --config.optim.*_lr"
+        )
+        if saved is not None
+        else "no checkpoint was saved yet"
+    )
     return f"{stage} step {step}: non-finite {bad}; stopped. {where}"
 
 
-def run_training(config: ml_collections.ConfigDict, workdir: str | Path, *, resume: bool = False,
-                 overwrite: bool = False, progress: bool = True, stop_after: int | None = None) -> dict:
+def run_training(
+    config: ml_collections.ConfigDict,
+    workdir: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> dict:
     """Train as the config says, evaluate the result and write the report.
 
     Arguments:
@@ -119,8 +135,12 @@ def run_training(config: ml_collections.ConfigDict, workdir: str | Path, *, resu
         log.close()
     checkpoints.close()
     if total < trainer.plan.total:
-        return {"rows": [], "summary": {}, "samples": [],
-                "tables": f"stopped after step {total} of {trainer.plan.total}; continue with --resume"}
+        return {
+            "rows": [],
+            "summary": {},
+            "samples": [],
+            "tables": f"stopped after step {total} of {trainer.plan.total}; continue with --resume",
+        }
     eval_src = data.open_split(dataset, config.eval.split)
     result = evaluate(trainer, state, eval_src, max_cases=config.eval.max_cases)
     result["tables"] = write_report(workdir, config, result, gallery=config.eval.gallery)

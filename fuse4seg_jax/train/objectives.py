@@ -28,9 +28,7 @@ FOLLOWER_INPUTS = ("average", "fused", "stacked")
 
 def cast_floats(tree: Any, dtype: jnp.dtype) -> Any:
     """Cast every floating-point leaf of ``tree`` to ``dtype`` (integer leaves are left alone)."""
-    return jax.tree.map(
-        lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree
-    )
+    return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
 
 
 def microbatched(loss_fn, num_micro: int):

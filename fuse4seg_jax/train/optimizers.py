@@ -7,8 +7,9 @@ import optax
 from fuse4seg_jax.errors import ConfigError
 
 
-def adamw(lr: float, steps: int, *, weight_decay: float, clip_norm: float = 0.0,
-          schedule: str = "cosine") -> optax.GradientTransformation:
+def adamw(
+    lr: float, steps: int, *, weight_decay: float, clip_norm: float = 0.0, schedule: str = "cosine"
+) -> optax.GradientTransformation:
     """AdamW with a cosine (or constant) learning rate over ``steps`` updates and optional clipping.
 
     The paper trains both networks with AdamW (weight decay 1e-5) and cosine annealing.

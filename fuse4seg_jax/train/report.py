@@ -47,8 +47,13 @@ def fusion_table(summary: dict) -> str:
     names = [k for k in FUSION_SCORES if k in summary]
     if not names:
         return ""
-    return "\n".join(["| " + " | ".join(names) + " |", "|" + "---|" * len(names),
-                      "| " + " | ".join(_mean_std(summary, k) for k in names) + " |"])
+    return "\n".join(
+        [
+            "| " + " | ".join(names) + " |",
+            "|" + "---|" * len(names),
+            "| " + " | ".join(_mean_std(summary, k) for k in names) + " |",
+        ]
+    )
 
 
 def overlay(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -61,8 +66,9 @@ def overlay(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
 def save_gallery(path: Path, samples: list[dict], modalities: tuple[str, ...]) -> None:
     """One row per sample: each modality, the follower's view, prediction, truth, overlay."""
     titles = [*modalities, "follower input", "prediction", "ground truth", "overlay"]
-    fig, axes = plt.subplots(len(samples), len(titles), figsize=(2.2 * len(titles), 2.3 * len(samples)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(samples), len(titles), figsize=(2.2 * len(titles), 2.3 * len(samples)), squeeze=False
+    )
     for row, s in zip(axes, samples, strict=True):
         view = s["view"][..., 0] if s["view"].shape[-1] == 1 else s["view"].mean(axis=-1)
         panels = [s["image"][..., i] for i in range(s["image"].shape[-1])]
@@ -71,8 +77,9 @@ def save_gallery(path: Path, samples: list[dict], modalities: tuple[str, ...]) -
             ax.imshow(panel, cmap="gray", vmin=0, vmax=1)
             ax.set_title(title, fontsize=8)
             ax.set_axis_off()
-        row[0].text(0, -0.12, f"{s['case_id']} slice {s['slice']}", transform=row[0].transAxes,
-                    fontsize=7, va="top")
+        row[0].text(
+            0, -0.12, f"{s['case_id']} slice {s['slice']}", transform=row[0].transAxes, fontsize=7, va="top"
+        )
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -120,10 +127,16 @@ def write_report(workdir: Path, config: ml_collections.ConfigDict, result: dict,
     records = read_metrics(workdir / "metrics.jsonl") if (workdir / "metrics.jsonl").exists() else []
     if save_curves(workdir / "losses.png", records, ("loss", "seg", "decomp", "grad", "recon"), "losses"):
         pictures.append("losses.png")
-    if save_curves(workdir / "hypergradient.png", records,
-                   ("hypergrad_norm", "residual", "iterations"), f"solver: {config.bilevel.solver}"):
+    if save_curves(
+        workdir / "hypergradient.png",
+        records,
+        ("hypergrad_norm", "residual", "iterations"),
+        f"solver: {config.bilevel.solver}",
+    ):
         pictures.append("hypergradient.png")
-    tables = f"## Segmentation ({len(rows)} cases, split {config.eval.split})\n\n{segmentation_table(summary)}\n"
+    tables = (
+        f"## Segmentation ({len(rows)} cases, split {config.eval.split})\n\n{segmentation_table(summary)}\n"
+    )
     fusion = fusion_table(summary)
     if fusion:
         tables += f"\n## Fusion (slice with most tumour per case, 8-bit)\n\n{fusion}\n"
@@ -132,7 +145,8 @@ def write_report(workdir: Path, config: ml_collections.ConfigDict, result: dict,
         f"segmentation `{config.model.segmentation}`, modalities {', '.join(config.data.modalities)}, "
         f"follower input at evaluation `{config.eval_input}`, stages "
         + ", ".join(f"{k} {config.stages[k]}" for k in ("pretrain", "fusion", "follower", "bilevel"))
-        + f".\n\n{tables}\n" + "".join(f"![{p}]({p})\n" for p in pictures)
+        + f".\n\n{tables}\n"
+        + "".join(f"![{p}]({p})\n" for p in pictures)
     )
     with atomic_file(workdir / "report.md") as f:
         f.write(body)

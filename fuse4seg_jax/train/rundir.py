@@ -1,9 +1,9 @@
 """A run directory: resolved config, metrics log, checkpoints, pictures and the report.
 
-    <workdir>/config.json      the resolved config (what makes two runs "the same run")
-    <workdir>/metrics.jsonl    one JSON object per logged step: {"step", "stage", <scalars>}
-    <workdir>/checkpoints/     orbax checkpoints (see fuse4seg_jax.train.checkpoint)
-    <workdir>/gallery.png, losses.png, hypergradient.png, report.md, scores.csv, scores.json
+<workdir>/config.json      the resolved config (what makes two runs "the same run")
+<workdir>/metrics.jsonl    one JSON object per logged step: {"step", "stage", <scalars>}
+<workdir>/checkpoints/     orbax checkpoints (see fuse4seg_jax.train.checkpoint)
+<workdir>/gallery.png, losses.png, hypergradient.png, report.md, scores.csv, scores.json
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from fuse4seg_jax.train.config import diff_configs, to_json
 RESUMABLE_KEYS = ("optim.", "mesh.", "eval.", "log_every", "checkpoint_every")
 
 
-def open_run(workdir: str | Path, config: ml_collections.ConfigDict, *, resume: bool,
-             overwrite: bool) -> Path:
+def open_run(
+    workdir: str | Path, config: ml_collections.ConfigDict, *, resume: bool, overwrite: bool
+) -> Path:
     """Create or reopen ``workdir`` for ``config``.
 
     A folder that already holds a run is refused unless ``resume`` (same config required: the
@@ -37,8 +38,7 @@ def open_run(workdir: str | Path, config: ml_collections.ConfigDict, *, resume: 
             shutil.rmtree(workdir)
         elif not resume:
             raise ConfigError(
-                f"{workdir} already holds a run; pass --resume to continue it or --overwrite to "
-                "replace it"
+                f"{workdir} already holds a run; pass --resume to continue it or --overwrite to replace it"
             )
         elif not recorded.exists():
             raise ConfigError(f"{workdir} is not empty and has no config.json: not a run to resume")
@@ -66,8 +66,11 @@ class MetricsLog:
         self.path = path
         kept = []
         if path.exists():
-            kept = [line for line in path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] <= restored_step]
+            kept = [
+                line
+                for line in path.read_text().splitlines()
+                if line.strip() and json.loads(line)["step"] <= restored_step
+            ]
         with atomic_file(path) as f:
             f.write("".join(f"{line}\n" for line in kept))
         self._file = open(path, "a")  # noqa: SIM115 - held open for the run, closed in close()

@@ -31,8 +31,12 @@ def make_mesh(data: int = -1, model: int = 1) -> Mesh:
         raise ConfigError(f"mesh.data = {data} x mesh.model = {model} needs more than {count} devices")
     # Auto axes: XLA's sharding propagation places intermediates (recent JAX defaults to
     # Explicit axes, which would make every model reshape spell out its output sharding).
-    return jax.make_mesh((data, model), (DATA, MODEL), devices=jax.devices()[: data * model],
-                         axis_types=(jax.sharding.AxisType.Auto,) * 2)
+    return jax.make_mesh(
+        (data, model),
+        (DATA, MODEL),
+        devices=jax.devices()[: data * model],
+        axis_types=(jax.sharding.AxisType.Auto,) * 2,
+    )
 
 
 def batch_sharding(mesh: Mesh, leading: int = 0) -> NamedSharding:

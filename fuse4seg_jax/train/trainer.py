@@ -58,8 +58,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"config key precision = {config.precision!r}; expected float32 or bfloat16")
     for family, key in (("fusion", "fusion"), ("segmentation", "segmentation")):
         if config.model[key] not in models.names(family):
-            raise ConfigError(f"config key model.{key} = {config.model[key]!r}; "
-                              f"available: {', '.join(models.names(family))}")
+            raise ConfigError(
+                f"config key model.{key} = {config.model[key]!r}; "
+                f"available: {', '.join(models.names(family))}"
+            )
     _solver_from_config(config)
 
 
@@ -82,19 +84,30 @@ class Trainer:
         # RBG's programs compile about twice as fast as threefry's on CPU.
         leader_key, follower_key = jax.random.split(jax.random.key(config.seed, impl="rbg"))
         self.fusion, leader = models.create(
-            "fusion", config.model.fusion, key=leader_key, num_modalities=num_modalities,
+            "fusion",
+            config.model.fusion,
+            key=leader_key,
+            num_modalities=num_modalities,
             **config.model.fusion_sizes.to_dict(),
         )
         self.segmentation, follower = models.create(
-            "segmentation", config.model.segmentation, key=follower_key,
-            in_channels=channels, num_classes=config.model.num_classes,
+            "segmentation",
+            config.model.segmentation,
+            key=follower_key,
+            in_channels=channels,
+            num_classes=config.model.num_classes,
             **config.model.segmentation_sizes.to_dict(),
         )
         self._init_params = (leader, follower)
         self.objectives = Objectives(
-            self.fusion, self.segmentation, alpha=config.loss.alpha, beta=config.loss.beta,
-            gamma=config.loss.gamma, class_weights=tuple(config.loss.class_weights),
-            follower_input=config.follower_input, compute_dtype=config.precision,
+            self.fusion,
+            self.segmentation,
+            alpha=config.loss.alpha,
+            beta=config.loss.beta,
+            gamma=config.loss.gamma,
+            class_weights=tuple(config.loss.class_weights),
+            follower_input=config.follower_input,
+            compute_dtype=config.precision,
         )
         micro = int(config.batch.accumulation)
         obj = self.objectives
@@ -104,12 +117,27 @@ class Trainer:
         self.solver = _solver_from_config(config)
         o = config.optim
         inner_updates = config.stages.follower + config.bilevel.inner_steps * config.stages.bilevel
-        self.follower_opt = adamw(o.follower_lr, inner_updates, weight_decay=o.weight_decay,
-                                  clip_norm=o.clip_norm, schedule=o.schedule)
-        self.leader_opt = adamw(o.leader_lr, config.stages.fusion + config.stages.bilevel,
-                                weight_decay=o.weight_decay, clip_norm=o.clip_norm, schedule=o.schedule)
-        self.pretrain_opt = adamw(o.pretrain_lr, config.stages.pretrain, weight_decay=0.0,
-                                  clip_norm=o.clip_norm, schedule=o.schedule)
+        self.follower_opt = adamw(
+            o.follower_lr,
+            inner_updates,
+            weight_decay=o.weight_decay,
+            clip_norm=o.clip_norm,
+            schedule=o.schedule,
+        )
+        self.leader_opt = adamw(
+            o.leader_lr,
+            config.stages.fusion + config.stages.bilevel,
+            weight_decay=o.weight_decay,
+            clip_norm=o.clip_norm,
+            schedule=o.schedule,
+        )
+        self.pretrain_opt = adamw(
+            o.pretrain_lr,
+            config.stages.pretrain,
+            weight_decay=0.0,
+            clip_norm=o.clip_norm,
+            schedule=o.schedule,
+        )
         abstract = jax.eval_shape(self._fresh_state)
         self.state_sharding = sharding.state_shardings(mesh, abstract, config.mesh.shard_params)
         replicated = sharding.replicated(mesh)
@@ -117,12 +145,21 @@ class Trainer:
             fn, donate_argnums=0, out_shardings=(self.state_sharding, replicated)
         )
         self.steps: dict[str, Callable[..., tuple[State, dict]]] = {
-            "pretrain": jit(self._single_level(microbatched(obj.pretrain_loss, micro),
-                                               "leader", "pretrain_opt", self.pretrain_opt)),
-            "fusion": jit(self._single_level(microbatched(obj.fusion_only_loss, micro),
-                                             "leader", "leader_opt", self.leader_opt)),
-            "follower": jit(self._single_level(microbatched(obj.follower_loss, micro),
-                                               "follower", "follower_opt", self.follower_opt)),
+            "pretrain": jit(
+                self._single_level(
+                    microbatched(obj.pretrain_loss, micro), "leader", "pretrain_opt", self.pretrain_opt
+                )
+            ),
+            "fusion": jit(
+                self._single_level(
+                    microbatched(obj.fusion_only_loss, micro), "leader", "leader_opt", self.leader_opt
+                )
+            ),
+            "follower": jit(
+                self._single_level(
+                    microbatched(obj.follower_loss, micro), "follower", "follower_opt", self.follower_opt
+                )
+            ),
             "bilevel": jit(self._bilevel_step),
         }
         self.predict = jax.jit(self._predict)
@@ -147,7 +184,8 @@ class Trainer:
         """Shapes, dtypes and shardings of the state (the restore target of a checkpoint)."""
         return jax.tree.map(
             lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-            jax.eval_shape(self._fresh_state), self.state_sharding,
+            jax.eval_shape(self._fresh_state),
+            self.state_sharding,
         )
 
     def _ema(self, ema: Any, leader: Any) -> Any:
@@ -176,17 +214,28 @@ class Trainer:
         k = self.config.bilevel.inner_steps
         inner_batches = jax.tree.map(lambda x: jnp.broadcast_to(x, (k, *x.shape)), tr)
         bstate = bilevel.BilevelState(
-            inner_params=state["follower"], outer_params=state["leader"],
-            inner_opt_state=state["follower_opt"], outer_opt_state=state["leader_opt"],
+            inner_params=state["follower"],
+            outer_params=state["leader"],
+            inner_opt_state=state["follower_opt"],
+            outer_opt_state=state["leader_opt"],
             step=state["step"],
         )
         bstate, diag = bilevel.step(
-            bstate, inner_batches, val, problem=self.problem, solver=self.solver,
-            inner_opt=self.follower_opt, outer_opt=self.leader_opt,
+            bstate,
+            inner_batches,
+            val,
+            problem=self.problem,
+            solver=self.solver,
+            inner_opt=self.follower_opt,
+            outer_opt=self.leader_opt,
         )
         new = dict(
-            state, step=state["step"] + 1, follower=bstate.inner_params, leader=bstate.outer_params,
-            follower_opt=bstate.inner_opt_state, leader_opt=bstate.outer_opt_state,
+            state,
+            step=state["step"] + 1,
+            follower=bstate.inner_params,
+            leader=bstate.outer_params,
+            follower_opt=bstate.inner_opt_state,
+            leader_opt=bstate.outer_opt_state,
             ema=self._ema(state["ema"], bstate.outer_params),
         )
         outer_terms = diag.pop("outer_aux")  # seg on D_val, decomp, grad, recon
