@@ -1,7 +1,8 @@
 """The README's main job: phantom data, small models, the full pipeline on 2 CPU cores.
 
-Generates 12 phantom cases (64 x 64 x 32) into data/phantom if absent, prepares them, warms the
-follower up on the average prior, then runs the bi-level rollout (first-order solver, K = 5).
+Generates 12 phantom cases (64 x 64 x 32) into data/phantom if absent, prepares them, pre-trains
+the leader as an autoencoder (60 steps), warms the follower up on the average prior (300 steps),
+then runs the bi-level rollout (50 outer steps, first-order solver, K = 5).
 """
 
 from fuse4seg_jax.train.defaults import demo_config

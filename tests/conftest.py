@@ -21,9 +21,11 @@ def tiny_overrides(tmp_path_factory) -> list[str]:
         "--config.model.segmentation_sizes.widths=(8, 16)",
         "--config.model.segmentation_sizes.depths=(1, 1)",
         "--config.model.segmentation_sizes.bottleneck_heads=1",
+        "--config.model.segmentation_sizes.kernel_size=3",
         "--config.stages.follower=2",
         "--config.stages.bilevel=2",
         "--config.bilevel.inner_steps=2",
+        "--config.bilevel.options.max_iter=2",
         "--config.batch.size=8",
         "--config.batch.tr_size=8",
         "--config.batch.val_size=8",
@@ -44,3 +46,28 @@ def standard_promotion():
     """
     with jax.numpy_dtype_promotion("standard"):
         yield
+
+
+@pytest.fixture(scope="session")
+def tiny_trainer(tiny_overrides):
+    """``tiny_trainer(*overrides, devices=1)``: a Trainer of the tiny config, cached per arguments.
+
+    Compiling the bi-level step dominates the pipeline tests' time; tests that need the same
+    trainer share one, so each step function compiles once per session.
+    """
+    from fuse4seg_jax.train.config import load_config
+    from fuse4seg_jax.train.sharding import make_mesh
+    from fuse4seg_jax.train.trainer import Trainer
+
+    cache = {}
+
+    def get(*overrides: str, devices: int = 1):
+        key = (overrides, devices)
+        if key not in cache:
+            config = load_config(
+                "configs/demo.py", [*tiny_overrides, *overrides, f"--config.mesh.data={devices}"]
+            )
+            cache[key] = Trainer(config, make_mesh(devices), num_modalities=2)
+        return cache[key]
+
+    return get

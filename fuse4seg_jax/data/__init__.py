@@ -17,6 +17,7 @@ _EXPORTS = {
     "MODALITIES": "brats",
     "Case": "brats",
     "CaseFiles": "brats",
+    "case_folder": "brats",
     "discover_cases": "brats",
     "load_case": "brats",
     "to_brats": "brats",

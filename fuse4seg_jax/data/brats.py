@@ -125,6 +125,19 @@ def _case_in(folder: Path) -> CaseFiles | None:
     return None
 
 
+def case_folder(folder: str | os.PathLike) -> CaseFiles:
+    """The case in one case folder (as ``fuse4seg segment --case`` takes).
+
+    Raises:
+        DataError: ``folder`` is missing or holds no BraTS 2021 / 2023 case files.
+    """
+    folder = Path(folder)
+    case = _case_in(folder) if folder.is_dir() else None
+    if case is None:
+        raise DataError(f"{folder}: not a BraTS case folder (no *_t1ce.nii.gz / *-t1c.nii.gz ... files)")
+    return case
+
+
 def discover_cases(root: str | os.PathLike) -> list[CaseFiles]:
     """Find the BraTS cases under ``root``: one sub-folder per case, 2021 or 2023 file names.
 

@@ -57,10 +57,17 @@ def _fan_in_bias(fan_in: int):
 
 
 class ConvNeXtBlock(nnx.Module):
-    """7x7 depthwise conv, LayerNorm, 1x1 to 4C, GELU, 1x1 back to C, layer-scale, residual."""
+    """k x k (7 x 7) depthwise conv, LayerNorm, 1x1 to 4C, GELU, 1x1 back to C, layer-scale, residual."""
 
-    def __init__(self, dim: int, *, layer_scale_init: float = 1e-6, rngs: nnx.Rngs):
-        self.depthwise = GroupedConv(dim, dim, (7, 7), groups=dim, bias_init=_fan_in_bias(49), rngs=rngs)
+    def __init__(self, dim: int, *, kernel_size: int = 7, layer_scale_init: float = 1e-6, rngs: nnx.Rngs):
+        self.depthwise = GroupedConv(
+            dim,
+            dim,
+            (kernel_size, kernel_size),
+            groups=dim,
+            bias_init=_fan_in_bias(kernel_size**2),
+            rngs=rngs,
+        )
         self.norm = nnx.LayerNorm(dim, epsilon=_LN_EPS, rngs=rngs)
         self.expand = nnx.Linear(dim, 4 * dim, rngs=rngs)
         self.project = nnx.Linear(4 * dim, dim, rngs=rngs)
@@ -83,9 +90,7 @@ class SelfAttention(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         """``(B, H, W, C) -> (B, H, W, C)``; attention over the H*W tokens."""
         b, h, w, c = x.shape
-        q, k, v = jnp.split(
-            self.qkv(x).reshape(b, h * w, 3, self.num_heads, c // self.num_heads), 3, axis=2
-        )
+        q, k, v = jnp.split(self.qkv(x).reshape(b, h * w, 3, self.num_heads, c // self.num_heads), 3, axis=2)
         attended = jax.nn.dot_product_attention(q[:, :, 0], k[:, :, 0], v[:, :, 0])
         return self.out(attended.reshape(b, h, w, c))
 
@@ -122,9 +127,7 @@ class UpMerge(nnx.Module):
     """2x2 stride-2 transposed conv, concatenation with the skip, 1x1 conv to the skip's width."""
 
     def __init__(self, dim_in: int, dim_out: int, *, rngs: nnx.Rngs):
-        self.up = nnx.ConvTranspose(
-            dim_in, dim_out, (2, 2), strides=(2, 2), padding="VALID", rngs=rngs
-        )
+        self.up = nnx.ConvTranspose(dim_in, dim_out, (2, 2), strides=(2, 2), padding="VALID", rngs=rngs)
         self.merge = nnx.Linear(2 * dim_out, dim_out, rngs=rngs)
 
     def __call__(self, x: jax.Array, skip: jax.Array) -> jax.Array:
@@ -132,8 +135,8 @@ class UpMerge(nnx.Module):
         return self.merge(jnp.concatenate([self.up(x), skip], axis=-1))
 
 
-def _stage(dim: int, depth: int, rngs: nnx.Rngs) -> nnx.List:
-    return nnx.List([ConvNeXtBlock(dim, rngs=rngs) for _ in range(depth)])
+def _stage(dim: int, depth: int, kernel_size: int, rngs: nnx.Rngs) -> nnx.List:
+    return nnx.List([ConvNeXtBlock(dim, kernel_size=kernel_size, rngs=rngs) for _ in range(depth)])
 
 
 def _run(blocks: nnx.List, x: jax.Array) -> jax.Array:
@@ -156,6 +159,8 @@ class ConvNeXtUNet(nnx.Module):
         depths: ConvNeXt blocks per encoder stage (and per matching decoder stage).
         bottleneck_heads: attention heads in the bottleneck; must divide ``widths[-1]``.
         bottleneck_blocks: transformer blocks at the lowest resolution.
+        kernel_size: the blocks' depthwise kernel (ConvNeXt and the paper: 7; the CPU demo uses 3,
+            which compiles and runs several times faster).
         rngs: parameter initialisation keys.
 
     Raises:
@@ -172,39 +177,38 @@ class ConvNeXtUNet(nnx.Module):
         depths: Sequence[int] = (2, 2, 2, 2),
         bottleneck_heads: int = 4,
         bottleneck_blocks: int = 1,
+        kernel_size: int = 7,
         rngs: nnx.Rngs,
     ):
         widths, depths = tuple(widths), tuple(depths)
         if len(widths) != len(depths) or not widths:
             raise ConfigError(
-                f"convnext_unet: widths {widths} and depths {depths} must be non-empty and of "
-                "equal length"
+                f"convnext_unet: widths {widths} and depths {depths} must be non-empty and of equal length"
             )
         if widths[-1] % bottleneck_heads:
             raise ConfigError(
-                f"convnext_unet: bottleneck_heads {bottleneck_heads} must divide the last width "
-                f"{widths[-1]}"
+                f"convnext_unet: bottleneck_heads {bottleneck_heads} must divide the last width {widths[-1]}"
             )
         self.in_channels = in_channels
         self.divisor = 2 ** (len(widths) - 1)
-        self.stem = nnx.Conv(in_channels, widths[0], (3, 3), padding="SAME",
-                             bias_init=_fan_in_bias(9 * in_channels), rngs=rngs)
+        self.stem = nnx.Conv(
+            in_channels, widths[0], (3, 3), padding="SAME", bias_init=_fan_in_bias(9 * in_channels), rngs=rngs
+        )
         self.stem_norm = nnx.LayerNorm(widths[0], epsilon=_LN_EPS, rngs=rngs)
-        self.encoder = nnx.List([_stage(w, d, rngs) for w, d in zip(widths, depths, strict=True)])
+        self.encoder = nnx.List(
+            [_stage(w, d, kernel_size, rngs) for w, d in zip(widths, depths, strict=True)]
+        )
         self.downsample = nnx.List(
             [Downsample(a, b, rngs=rngs) for a, b in zip(widths[:-1], widths[1:], strict=True)]
         )
         self.bottleneck = nnx.List(
-            [
-                TransformerBlock(widths[-1], bottleneck_heads, rngs=rngs)
-                for _ in range(bottleneck_blocks)
-            ]
+            [TransformerBlock(widths[-1], bottleneck_heads, rngs=rngs) for _ in range(bottleneck_blocks)]
         )
         self.upmerge = nnx.List(
             [UpMerge(b, a, rngs=rngs) for a, b in zip(widths[:-1], widths[1:], strict=True)]
         )
         self.decoder = nnx.List(
-            [_stage(w, d, rngs) for w, d in zip(widths[:-1], depths[:-1], strict=True)]
+            [_stage(w, d, kernel_size, rngs) for w, d in zip(widths[:-1], depths[:-1], strict=True)]
         )
         self.head_norm = nnx.LayerNorm(widths[0], epsilon=_LN_EPS, rngs=rngs)
         self.head = nnx.Linear(widths[0], num_classes, rngs=rngs)

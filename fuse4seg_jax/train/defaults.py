@@ -30,7 +30,7 @@ def base_config() -> ml_collections.ConfigDict:
     )
     c.model.segmentation = "convnext_unet"
     c.model.segmentation_sizes = ml_collections.ConfigDict(
-        {"widths": (32, 64, 128, 256), "depths": (2, 2, 2, 2), "bottleneck_heads": 4}
+        {"widths": (32, 64, 128, 256), "depths": (2, 2, 2, 2), "bottleneck_heads": 4, "kernel_size": 7}
     )
     c.model.num_classes = 4
 
@@ -53,6 +53,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.bilevel.options = ml_collections.ConfigDict(
         {
             "max_iter": 10,  # implicit: linear-solve iterations
+            "solve_loop": "python",  # implicit: "while" compiles one iteration instead of max_iter
             "tol": 1e-6,  # implicit: relative residual to reach (else the step is flagged `failed`)
             "damping": 0.0,  # implicit: solve with H + damping I
             "step_size": 0.01,  # implicit neumann / fixed_point: iteration step
@@ -73,6 +74,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.loss.class_weights = (0.1, 1.0, 1.0, 1.0)  # background, NCR, ED, ET in the Dice term
 
     c.optim = ml_collections.ConfigDict()
+    c.optim.optimizer = "adamw"  # adamw | sgd (momentum 0.9), for all three parameter sets
     c.optim.leader_lr = 1e-4
     c.optim.follower_lr = 3e-4
     c.optim.pretrain_lr = 1e-4
@@ -115,11 +117,13 @@ def demo_config() -> ml_collections.ConfigDict:
         {"dim": 16, "heads": 2, "encoder_blocks": 1, "decoder_blocks": 1, "inn_layers": 1}
     )
     c.model.segmentation_sizes = ml_collections.ConfigDict(
-        {"widths": (16, 32, 64), "depths": (1, 1, 1), "bottleneck_heads": 2}
+        {"widths": (16, 32, 64), "depths": (1, 1, 1), "bottleneck_heads": 2, "kernel_size": 3}
     )
-    c.stages.follower = 150
-    c.stages.bilevel = 60
-    c.optim.leader_lr = 1e-3
+    c.stages.pretrain = 60
+    c.stages.follower = 300
+    c.stages.bilevel = 50
+    c.optim.pretrain_lr = 1e-3
+    c.optim.leader_lr = 3e-4
     c.optim.follower_lr = 2e-3
     c.batch.size = 8
     c.batch.tr_size = 4

@@ -60,10 +60,7 @@ def predict_case(trainer: Trainer, state: State, case: data.Case) -> dict[str, n
 
 def load_input_case(trainer: Trainer, case_dir: str | Path) -> data.Case:
     """Read one BraTS case folder with the modalities the run was trained on."""
-    cases = data.discover_cases(case_dir)
-    if len(cases) != 1:
-        raise DataError(f"{case_dir} holds {len(cases)} cases; give one case folder")
-    return data.load_case(cases[0], tuple(trainer.config.data.modalities))
+    return data.load_case(data.case_folder(case_dir), tuple(trainer.config.data.modalities))
 
 
 def fused_view(trainer: Trainer, view: np.ndarray, source: str) -> np.ndarray:

@@ -18,6 +18,7 @@ from fuse4seg_jax import data
 from fuse4seg_jax.errors import TrainingError
 from fuse4seg_jax.train import sharding
 from fuse4seg_jax.train.checkpoint import Checkpoints
+from fuse4seg_jax.train.config import to_json
 from fuse4seg_jax.train.evaluation import evaluate
 from fuse4seg_jax.train.report import write_report
 from fuse4seg_jax.train.rundir import MetricsLog, open_run
@@ -76,6 +77,7 @@ def run_training(
     overwrite: bool = False,
     progress: bool = True,
     stop_after: int | None = None,
+    trainer: Trainer | None = None,
 ) -> dict:
     """Train as the config says, evaluate the result and write the report.
 
@@ -87,6 +89,8 @@ def run_training(
         progress: show a progress bar.
         stop_after: stop (checkpointed) after this global step, before the end and the evaluation,
             e.g. to fit a time-boxed job; continue later with ``resume``.
+        trainer: a :class:`Trainer` built from ``config`` to reuse (its steps are compiled once
+            per process, e.g. across the runs of a sweep); by default a new one.
 
     Returns:
         the evaluation (``fuse4seg_jax.train.evaluation.evaluate``) plus ``tables``, the report's
@@ -102,8 +106,12 @@ def run_training(
     workdir = open_run(workdir, config, resume=resume, overwrite=overwrite)
     dataset = ensure_dataset(config)
     train_src = data.open_split(dataset, "train")
-    mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
-    trainer = Trainer(config, mesh, num_modalities=len(train_src.modalities))
+    if trainer is None:
+        mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
+        trainer = Trainer(config, mesh, num_modalities=len(train_src.modalities))
+    elif to_json(trainer.config) != to_json(config):
+        raise ValueError("the trainer passed to run_training was built from another config")
+    mesh = trainer.mesh
     checkpoints = Checkpoints(workdir / "checkpoints")
     start = checkpoints.latest_step() if resume else None
     if start is None:

@@ -6,13 +6,30 @@ import optax
 
 from fuse4seg_jax.errors import ConfigError
 
+OPTIMIZERS = ("adamw", "sgd")
 
-def adamw(
-    lr: float, steps: int, *, weight_decay: float, clip_norm: float = 0.0, schedule: str = "cosine"
+
+def make_optimizer(
+    name: str,
+    lr: float,
+    steps: int,
+    *,
+    weight_decay: float,
+    clip_norm: float = 0.0,
+    schedule: str = "cosine",
 ) -> optax.GradientTransformation:
-    """AdamW with a cosine (or constant) learning rate over ``steps`` updates and optional clipping.
+    """``name`` with a cosine (or constant) learning rate over ``steps`` updates, optional clipping.
 
-    The paper trains both networks with AdamW (weight decay 1e-5) and cosine annealing.
+    Arguments:
+        name: ``adamw`` (the paper: AdamW, weight decay 1e-5, cosine) or ``sgd`` (momentum 0.9 with
+            decoupled weight decay, as DARTS' inner optimiser; also what makes runs on different
+            device counts agree to float32 precision, since Adam turns the rounding noise of
+            near-zero gradients into full-size steps of either sign).
+        lr: peak learning rate.
+        steps: updates the schedule spans.
+        weight_decay: decoupled weight decay.
+        clip_norm: clip gradients to this global norm first (0: no clipping).
+        schedule: ``cosine`` or ``constant``.
     """
     if schedule == "cosine":
         lr_fn = optax.cosine_decay_schedule(lr, decay_steps=max(int(steps), 1))
@@ -20,5 +37,10 @@ def adamw(
         lr_fn = optax.constant_schedule(lr)
     else:
         raise ConfigError(f"unknown optim.schedule {schedule!r}; expected cosine or constant")
-    opt = optax.adamw(lr_fn, weight_decay=weight_decay)
+    if name == "adamw":
+        opt = optax.adamw(lr_fn, weight_decay=weight_decay)
+    elif name == "sgd":
+        opt = optax.chain(optax.add_decayed_weights(weight_decay), optax.sgd(lr_fn, momentum=0.9))
+    else:
+        raise ConfigError(f"unknown optim.optimizer {name!r}; expected one of {OPTIMIZERS}")
     return optax.chain(optax.clip_by_global_norm(clip_norm), opt) if clip_norm > 0 else opt

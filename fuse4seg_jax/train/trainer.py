@@ -28,7 +28,7 @@ from fuse4seg_jax import models
 from fuse4seg_jax.errors import ConfigError
 from fuse4seg_jax.train import sharding
 from fuse4seg_jax.train.objectives import FOLLOWER_INPUTS, Objectives, microbatched
-from fuse4seg_jax.train.optimizers import adamw
+from fuse4seg_jax.train.optimizers import make_optimizer
 from fuse4seg_jax.train.stages import StagePlan
 
 State = dict[str, Any]
@@ -117,27 +117,15 @@ class Trainer:
         self.solver = _solver_from_config(config)
         o = config.optim
         inner_updates = config.stages.follower + config.bilevel.inner_steps * config.stages.bilevel
-        self.follower_opt = adamw(
-            o.follower_lr,
-            inner_updates,
-            weight_decay=o.weight_decay,
-            clip_norm=o.clip_norm,
-            schedule=o.schedule,
-        )
-        self.leader_opt = adamw(
-            o.leader_lr,
-            config.stages.fusion + config.stages.bilevel,
-            weight_decay=o.weight_decay,
-            clip_norm=o.clip_norm,
-            schedule=o.schedule,
-        )
-        self.pretrain_opt = adamw(
-            o.pretrain_lr,
-            config.stages.pretrain,
-            weight_decay=0.0,
-            clip_norm=o.clip_norm,
-            schedule=o.schedule,
-        )
+
+        def optimizer(lr: float, steps: int, weight_decay: float) -> optax.GradientTransformation:
+            return make_optimizer(
+                o.optimizer, lr, steps, weight_decay=weight_decay, clip_norm=o.clip_norm, schedule=o.schedule
+            )
+
+        self.follower_opt = optimizer(o.follower_lr, inner_updates, o.weight_decay)
+        self.leader_opt = optimizer(o.leader_lr, config.stages.fusion + config.stages.bilevel, o.weight_decay)
+        self.pretrain_opt = optimizer(o.pretrain_lr, config.stages.pretrain, 0.0)
         abstract = jax.eval_shape(self._fresh_state)
         self.state_sharding = sharding.state_shardings(mesh, abstract, config.mesh.shard_params)
         replicated = sharding.replicated(mesh)
@@ -177,8 +165,9 @@ class Trainer:
         }
 
     def init_state(self) -> State:
-        """A fresh state placed on the mesh with the configured shardings."""
-        return jax.device_put(self._fresh_state(), self.state_sharding)
+        """A fresh state placed on the mesh with the configured shardings (new buffers each call:
+        the steps donate the state, and the initial parameters must survive for the next call)."""
+        return jax.device_put(self._fresh_state(), self.state_sharding, may_alias=False)
 
     def abstract_state(self) -> State:
         """Shapes, dtypes and shardings of the state (the restore target of a checkpoint)."""
@@ -188,8 +177,9 @@ class Trainer:
             self.state_sharding,
         )
 
-    def _ema(self, ema: Any, leader: Any) -> Any:
-        m = self.config.bilevel.ema
+    @staticmethod
+    def _ema(ema: Any, leader: Any, m: float) -> Any:
+        # computed even for m = 0, so that the EMA never shares the leader's (donated) buffers
         return jax.tree.map(lambda e, p: m * e + (1.0 - m) * p, ema, leader)
 
     def _single_level(self, loss_fn, param_key: str, opt_key: str, opt: optax.GradientTransformation):
@@ -204,7 +194,9 @@ class Trainer:
             new = dict(state, step=state["step"] + 1, **{opt_key: opt_state})
             new[param_key] = optax.apply_updates(state[param_key], updates)
             if param_key == "leader":
-                new["ema"] = self._ema(state["ema"], new["leader"])
+                # pre-training sets the EMA to the leader (m = 0): Algorithm 1 starts it there.
+                m = 0.0 if opt_key == "pretrain_opt" else self.config.bilevel.ema
+                new["ema"] = self._ema(state["ema"], new["leader"], m)
             return new, {"loss": loss, **aux, "grad_norm": optax.global_norm(grads)}
 
         return step
@@ -236,7 +228,7 @@ class Trainer:
             leader=bstate.outer_params,
             follower_opt=bstate.inner_opt_state,
             leader_opt=bstate.outer_opt_state,
-            ema=self._ema(state["ema"], bstate.outer_params),
+            ema=self._ema(state["ema"], bstate.outer_params, self.config.bilevel.ema),
         )
         outer_terms = diag.pop("outer_aux")  # seg on D_val, decomp, grad, recon
         diag.pop("inner_aux")  # its seg loss is diag["inner_loss"]
