@@ -163,7 +163,7 @@ def test_gradient_accumulation_matches_the_whole_batch(tiny_trainer, tiny_batche
     micro = jax.value_and_grad(microbatched(trainer.objectives.fusion_only_loss, 4), has_aux=True)
     (v1, aux1), g1 = whole(state["leader"], state["follower"], val)
     (v2, aux2), g2 = micro(state["leader"], state["follower"], val)
-    np.testing.assert_allclose(float(v1), float(v2), rtol=1e-5)
+    np.testing.assert_allclose(float(v1), float(v2), rtol=1e-4)
     for x, y in zip(jax.tree.leaves(g1), jax.tree.leaves(g2), strict=True):
         # float32 sums in another order: errors relative to each array's largest entry
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-4 * float(np.abs(x).max()) + 1e-8)

@@ -98,7 +98,9 @@ class Trainer:
             num_classes=config.model.num_classes,
             **config.model.segmentation_sizes.to_dict(),
         )
-        self._init_params = (leader, follower)
+        # kept on the host: every init_state() then places new device buffers, which the donating
+        # steps may consume without touching the initial parameters
+        self._init_params = jax.device_get((leader, follower))
         self.objectives = Objectives(
             self.fusion,
             self.segmentation,
@@ -165,9 +167,8 @@ class Trainer:
         }
 
     def init_state(self) -> State:
-        """A fresh state placed on the mesh with the configured shardings (new buffers each call:
-        the steps donate the state, and the initial parameters must survive for the next call)."""
-        return jax.device_put(self._fresh_state(), self.state_sharding, may_alias=False)
+        """A fresh state placed on the mesh with the configured shardings."""
+        return jax.device_put(self._fresh_state(), self.state_sharding)
 
     def abstract_state(self) -> State:
         """Shapes, dtypes and shardings of the state (the restore target of a checkpoint)."""
