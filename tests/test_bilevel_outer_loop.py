@@ -88,9 +88,7 @@ def test_outer_step_compiles_once_and_is_sharding_invariant():
             plain_state, plain_diag = step(plain_state, batches, cf.outer_batch, **kwargs)
         assert step._cache_size() == compiled_before + 1
         for _ in range(3):
-            sharded_state, sharded_diag = step(
-                sharded_state, sharded_batches, sharded_outer, **kwargs
-            )
+            sharded_state, sharded_diag = step(sharded_state, sharded_batches, sharded_outer, **kwargs)
         # One more compilation for the new input shardings (replicated state, sharded data).
         assert step._cache_size() == compiled_before + 2
         # Sharded reductions may sum in another order: equal up to float64 rounding.
@@ -99,9 +97,7 @@ def test_outer_step_compiles_once_and_is_sharding_invariant():
             jax.tree.leaves((sharded_state, sharded_diag)),
             strict=True,
         ):
-            np.testing.assert_allclose(
-                np.asarray(sharded), np.asarray(plain), rtol=1e-12, atol=1e-15
-            )
+            np.testing.assert_allclose(np.asarray(sharded), np.asarray(plain), rtol=1e-12, atol=1e-15)
 
 
 def test_every_solver_reports_the_same_diagnostics_and_passes_aux_through():
@@ -138,3 +134,25 @@ def test_every_solver_reports_the_same_diagnostics_and_passes_aux_through():
                 cf.problem.outer_loss(out.inner_params, cf.outer_init, cf.outer_batch),
                 rtol=1e-12,
             )
+
+
+def test_step_returns_the_losses_aux_with_the_diagnostics():
+    with jax.enable_x64(True), jax.numpy_dtype_promotion("standard"):
+        cf = problems.quadratic()
+        problem = bilevel.Problem(
+            lambda y, x, b: (cf.problem.inner_loss(y, x, b), {"inner": jnp.sum(y)}),
+            lambda y, x, b: (cf.problem.outer_loss(y, x, b), {"outer": jnp.sum(x)}),
+            has_aux=True,
+        )
+        state = bilevel.init(cf.inner_init, cf.outer_init, INNER_OPT, INNER_OPT)
+        _, diagnostics = bilevel.step(
+            state,
+            cf.inner_batches(2),
+            cf.outer_batch,
+            problem=problem,
+            solver=bilevel.make_solver("first_order"),
+            inner_opt=INNER_OPT,
+            outer_opt=INNER_OPT,
+        )
+        assert set(bilevel.DIAGNOSTIC_KEYS) | {"inner_aux", "outer_aux"} == set(diagnostics)
+        assert float(diagnostics["outer_aux"]["outer"]) == float(jnp.sum(cf.outer_init))
