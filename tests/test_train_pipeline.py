@@ -154,13 +154,21 @@ def test_segment_without_a_trained_run_names_the_folder(tmp_path, capsys):
 
 
 def test_gradient_accumulation_matches_the_whole_batch(tiny_trainer, tiny_batches):
-    # micro-batch means equal whole-batch means for per-pixel / per-sample losses (the fusion terms
-    # here); batch-level soft Dice is not such a mean (see objectives.microbatched).
+    # micro-batch means equal whole-batch means for per-pixel losses (gradient and reconstruction
+    # terms here); batch soft Dice and the decomposition ratio are not such means (see
+    # objectives.microbatched).
     trainer = tiny_trainer()
     state = trainer.init_state()
     _, val = tiny_batches
-    whole = jax.value_and_grad(trainer.objectives.fusion_only_loss, has_aux=True)
-    micro = jax.value_and_grad(microbatched(trainer.objectives.fusion_only_loss, 4), has_aux=True)
+
+    def per_pixel(leader, _, batch):
+        terms = trainer.objectives.fusion_terms(
+            trainer.objectives.fuse(leader, batch["image"]), batch["image"]
+        )
+        return terms["grad"] + terms["recon"], terms
+
+    whole = jax.value_and_grad(per_pixel, has_aux=True)
+    micro = jax.value_and_grad(microbatched(per_pixel, 4), has_aux=True)
     (v1, aux1), g1 = whole(state["leader"], state["follower"], val)
     (v2, aux2), g2 = micro(state["leader"], state["follower"], val)
     np.testing.assert_allclose(float(v1), float(v2), rtol=1e-4)

@@ -38,8 +38,9 @@ def microbatched(loss_fn, num_micro: int):
     batch's leading axis inside ``lax.map`` with a rematerialised body, so reverse mode (and the
     solvers' Hessian-vector products) keep only one micro-batch's activations alive. Every solver
     sees the transformed loss as its objective. For losses that are means over samples or pixels
-    (CE, the fusion terms) the result equals the whole-batch loss; soft Dice with sums over the
-    batch becomes the mean of micro-batch Dice, a different (per-micro-batch) estimator.
+    (CE, the gradient and reconstruction terms) the result equals the whole-batch loss; soft Dice
+    with sums over the batch, and the decomposition loss (a ratio of batch-mean correlations),
+    become means of per-micro-batch values, different estimators of the same quantities.
     """
     if num_micro == 1:
         return loss_fn
