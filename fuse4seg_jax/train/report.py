@@ -98,7 +98,7 @@ def save_curves(path: Path, records: list[dict], keys: tuple[str, ...], title: s
                 ax.plot(*zip(*pts, strict=True), label=stage)
         ax.set_title(key)
         ax.set_xlabel("step")
-        if key in ("hypergrad_norm", "residual", "loss") and all(v > 0 for _, v in pts):
+        if key in ("hypergrad_norm", "residual", "loss") and all(r[key] > 0 for r in records if key in r):
             ax.set_yscale("log")
         ax.legend(fontsize=7)
     fig.suptitle(title)
