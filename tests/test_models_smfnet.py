@@ -127,3 +127,28 @@ def test_gated_messages_by_hand():
         (s(2.0 - 0.5) * 0.5 + s(2.0 + 1.0) * -1.0) / 2,
     ]
     np.testing.assert_allclose(messages[:, 0], expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_gated_messages_compiled_match_numpy_on_unequal_axes(axis):
+    # (scales 3, modalities 2, ...): the shape the default graph uses. A broadcast-and-reduce
+    # form of this sum segfaulted in XLA:CPU at exactly these unequal axis lengths.
+    edge = nnx.Linear(5, 5, use_bias=False, rngs=nnx.Rngs(0))
+    v = jax.random.normal(jax.random.key(1), (3, 2, 2, 4, 4, 5))
+    messages = jax.jit(lambda v: v * gated_messages(v, edge, axis=axis))(v)
+    w, x = np.asarray(edge.kernel.value, np.float64), np.asarray(v, np.float64)
+    p = x @ w
+    gates = 1 / (1 + np.exp(-(np.expand_dims(p, axis) - np.expand_dims(p, axis + 1))))
+    total = np.sum(gates * np.expand_dims(x, axis + 1), axis=axis)
+    expected = x * (total - 0.5 * x) / (x.shape[axis] - 1)
+    np.testing.assert_allclose(messages, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_graph_runs_compiled_at_default_sizes():
+    model, params = models.create("fusion", "smfnet", key=jax.random.key(0), num_modalities=2,
+                                  **{**TINY, "dim": 8})
+    x = jax.random.uniform(jax.random.key(1), (1, 8, 8, 2))
+    fused = jax.jit(model.apply)(params, x)["fused"]
+    with jax.disable_jit():
+        eager = model.apply(params, x)["fused"]
+    np.testing.assert_allclose(fused, eager, atol=1e-5)

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax import lax
 
 
 def _adaptive_average_matrix(size: int, bins: int) -> jax.Array:
@@ -56,14 +57,19 @@ def pyramid_pool(x: jax.Array, factor: int) -> jax.Array:
 def gated_messages(nodes: jax.Array, edge: nnx.Linear, axis: int) -> jax.Array:
     """Mean over neighbours k != l along ``axis`` of ``sigmoid(W (v_l - v_k)) * v_k``.
 
-    ``W`` is linear, so ``W (v_l - v_k) = W v_l - W v_k`` and is computed once per node.
+    ``W`` is linear, so ``W (v_l - v_k) = W v_l - W v_k`` and is computed once per node. The sum
+    over senders ``k`` is a Python loop (the axis holds a handful of scales or modalities): the
+    equivalent broadcast-and-reduce over a ``(k, l)`` pair of axes makes XLA:CPU (jaxlib 0.10.2)
+    emit a program that segfaults when the other axis has a different length (e.g. 3 scales, 2
+    modalities); see ``tests/test_models_smfnet.py::test_graph_runs_compiled_at_default_sizes``.
     """
     count = nodes.shape[axis]
     projected = edge(nodes)
-    # index [..., k, l, ...]: k is the sender (new axis ``axis``), l the receiver (axis + 1).
-    gates = jax.nn.sigmoid(jnp.expand_dims(projected, axis) - jnp.expand_dims(projected, axis + 1))
-    senders = jnp.expand_dims(nodes, axis + 1)
-    total = jnp.sum(gates * senders, axis=axis)
+    total = sum(
+        jax.nn.sigmoid(projected - lax.index_in_dim(projected, k, axis))
+        * lax.index_in_dim(nodes, k, axis)
+        for k in range(count)
+    )
     # the k == l term has gate sigmoid(0) = 1/2; a node sends no message to itself.
     return (total - 0.5 * nodes) / (count - 1)
 
