@@ -1,17 +1,19 @@
-"""Forward and forward+backward time of every registered model, measured side by side in one run.
+"""Forward and forward+backward time and memory of every registered model, side by side in one run.
 
 Batch: 2 images of ``--size`` x ``--size``; fusion models get 2 modalities, segmentation models
-and discriminators 1 channel. Each model at its default (paper) sizes, jitted; every model is
-compiled and warmed up first, then all are timed round-robin (``--rounds`` rounds, median), so
-the machine's noise falls on all of them alike. The backward pass is the gradient of the sum of
-the main output with respect to all parameters.
+and discriminators 1 channel. Each model at its default (paper) sizes, jitted. Every program is
+compiled first and its peak temporary memory read from XLA's memory analysis; programs that fit
+in ``--max-gib`` are then timed round-robin (``--rounds`` rounds, median), so the machine's noise
+falls on all of them alike, and the others are reported with their memory only. The backward
+pass is the gradient of the sum of the main output with respect to all parameters.
 
-    python -m benchmarks.models [--size 224] [--rounds 3]
+    python -m benchmarks.models [--size 224] [--rounds 3] [--max-gib 14]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 
 import jax
 import jax.numpy as jnp
@@ -24,8 +26,8 @@ def _main_output(family: str, out):
     return out["fused"] if family == "fusion" else out
 
 
-def _timed_calls(family: str, name: str, size: int) -> dict[str, object]:
-    """Zero-argument forward and forward+backward calls of one model on its batch."""
+def _compiled_calls(family: str, name: str, size: int) -> dict[str, tuple[object, float]]:
+    """``{"fwd" | "bwd": (zero-argument call, temporary GiB)}`` for one model on its batch."""
     channels = 2 if family == "fusion" else 1
     sizes = {"num_modalities": 2} if family == "fusion" else {}
     model, params = create(family, name, key=jax.random.key(0), **sizes)
@@ -34,30 +36,44 @@ def _timed_calls(family: str, name: str, size: int) -> dict[str, object]:
     def forward(p, x):
         return _main_output(family, model.apply(p, x))
 
-    fwd = jax.jit(forward)
-    bwd = jax.jit(jax.grad(lambda p, x: jnp.sum(forward(p, x))))
-    return {"fwd": lambda: fwd(params, x), "bwd": lambda: bwd(params, x)}
+    calls = {}
+    for kind, fn in (("fwd", forward), ("bwd", jax.grad(lambda p, x: jnp.sum(forward(p, x))))):
+        compiled = jax.jit(fn).lower(params, x).compile()
+        gib = compiled.memory_analysis().temp_size_in_bytes / 2**30
+        calls[kind] = (lambda compiled=compiled: compiled(params, x), gib)
+    return calls
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=224, help="image side in pixels (224)")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds, median reported (3)")
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    parser.add_argument(
+        "--max-gib", type=float, default=0.6 * ram,
+        help=f"time only programs whose temporaries fit (default 60%% of RAM: {0.6 * ram:.0f})",
+    )
     args = parser.parse_args()
     models = [(family, name) for family in FAMILIES for name in names(family)]
-    fns = {}
-    for family, name in models:
-        for kind, fn in _timed_calls(family, name, args.size).items():
-            fns[(name, kind)] = fn
-    seconds = time_interleaved(fns, rounds=args.rounds)
+    calls = {(name, kind): c for family, name in models
+             for kind, c in _compiled_calls(family, name, args.size).items()}
+    seconds = time_interleaved(
+        {key: fn for key, (fn, gib) in calls.items() if gib <= args.max_gib}, rounds=args.rounds
+    )
     print(f"device: {jax.devices()[0].device_kind}, batch 2 x {args.size} x {args.size}, "
-          f"median of {args.rounds} interleaved rounds")
-    rows = [
-        (family, name, 1e3 * seconds[(name, "fwd")], 1e3 * seconds[(name, "bwd")],
-         seconds[(name, "bwd")] / seconds[(name, "fwd")])
-        for family, name in models
-    ]
-    print_table(("family", "model", "forward ms", "fwd+bwd ms", "fwd+bwd / fwd"), rows)
+          f"median of {args.rounds} interleaved rounds; GiB = XLA temporaries of the compiled program; "
+          f"not timed where over {args.max_gib:.0f} GiB")
+
+    def ms(key):
+        return 1e3 * seconds[key] if key in seconds else "not timed"
+
+    rows = []
+    for family, name in models:
+        fwd, bwd = (name, "fwd"), (name, "bwd")
+        ratio = seconds[bwd] / seconds[fwd] if bwd in seconds and fwd in seconds else ""
+        rows.append((family, name, ms(fwd), ms(bwd), ratio, calls[fwd][1], calls[bwd][1]))
+    header = ("family", "model", "forward ms", "fwd+bwd ms", "fwd+bwd / fwd", "fwd GiB", "fwd+bwd GiB")
+    print_table(header, rows)
 
 
 if __name__ == "__main__":

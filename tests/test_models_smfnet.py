@@ -28,7 +28,7 @@ def test_shapes_for_n_modalities_odd_and_even(n, size):
     assert out["fused"].shape == (2, *size, 1)
     for key in ("low", "high", "interaction"):
         assert out[key].shape == (n, 2, *size, 4)
-    stage_one = jax.eval_shape(lambda p, x: model.apply(p, x, method="reconstruct"), params, x)
+    stage_one = jax.eval_shape(lambda p, x: model.apply(p, x, method="autoencode"), params, x)
     assert stage_one["images"].shape == (n, 2, *size, 1)
 
 

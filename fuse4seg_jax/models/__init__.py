@@ -12,7 +12,7 @@ from fuse4seg_jax.models import (
     smfnet,  # noqa: F401  (registers its model)
 )
 from fuse4seg_jax.models.pure import Params, PureModel, count_params, split_module
-from fuse4seg_jax.models.registry import FAMILIES, create, names, register
+from fuse4seg_jax.models.registry import FAMILIES, create, has_method, names, register
 
 __all__ = [
     "FAMILIES",
@@ -20,6 +20,7 @@ __all__ = [
     "PureModel",
     "count_params",
     "create",
+    "has_method",
     "names",
     "register",
     "split_module",

@@ -188,3 +188,22 @@ class FrequencyDecoupledFusion(nnx.Module):
         image = self.decoder(jnp.concatenate([low, high], axis=-1))
         return {"image": image, "low": low, "high": high}
 
+    def autoencode(self, x: jax.Array) -> dict[str, jax.Array]:
+        """Pre-training pass: every modality through :meth:`reconstruct`, as one batch.
+
+        Arguments:
+            x: ``(B, H, W, N)`` in [0, 1].
+
+        Returns:
+            ``images: (N, B, H, W, 1)`` and ``low, high: (N, B, H, W, dim)``, modality-major (the
+            contract of every leader that supports pre-training).
+        """
+        check_images(x, self.num_modalities, min_size=2)
+        b, h, w, n = x.shape
+        out = self.reconstruct(fold_modalities(x))
+        return {
+            "images": out["image"].reshape(n, b, h, w, 1),
+            "low": out["low"].reshape(n, b, h, w, -1),
+            "high": out["high"].reshape(n, b, h, w, -1),
+        }
+

@@ -44,6 +44,11 @@ def names(family: str) -> list[str]:
     return sorted(n for f, n in _REGISTRY if f == family)
 
 
+def has_method(family: str, name: str, method: str) -> bool:
+    """Whether registered model ``family/name`` defines ``method`` (e.g. ``autoencode``)."""
+    return hasattr(_REGISTRY.get((family, name)), method)
+
+
 def create(family: str, name: str, *, key: jax.Array, **sizes: Any) -> tuple[PureModel, Params]:
     """Build model ``name`` of ``family`` with ``sizes`` and split it at the pure boundary.
 

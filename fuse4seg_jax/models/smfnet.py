@@ -256,8 +256,8 @@ class SMFNet(nnx.Module):
         )
         return {"fused": min_max_per_image(self.decoder(fused)), **features}
 
-    def reconstruct(self, x: jax.Array) -> dict[str, jax.Array]:
-        """Stage I: decode each modality from its own three features (fusion layers unused).
+    def autoencode(self, x: jax.Array) -> dict[str, jax.Array]:
+        """Stage I (pre-training): decode each modality from its own three features (fusion layers unused).
 
         Arguments:
             x: ``(B, H, W, N)`` in [0, 1]; the cross attention and the graph still see all N.

@@ -33,9 +33,12 @@ def base_config() -> ml_collections.ConfigDict:
         {"widths": (32, 64, 128, 256), "depths": (2, 2, 2, 2), "bottleneck_heads": 4, "kernel_size": 7}
     )
     c.model.num_classes = 4
+    c.model.discriminator = "fuse4seg_v1"  # one per modality, used when loss.adversarial > 0
+    c.model.discriminator_sizes = ml_collections.ConfigDict({"width": 32, "depth": 4})
 
     # Stages run in this order; a stage with 0 steps is skipped. Kinds:
-    #   pretrain  leader as an autoencoder (5 SSIM + MSE + 2 decomposition), CDDFuse phase I
+    #   pretrain  leader as an autoencoder (5 SSIM + MSE + 2 decomposition), CDDFuse phase I;
+    #             with loss.adversarial > 0 also a GAN game per modality (Fuse4Seg v1)
     #   fusion    leader on the fusion terms of the upper objective alone (disjoint baseline)
     #   follower  follower alone on `follower_input` with the leader frozen (Fuse4Seg warm-up)
     #   bilevel   the asymmetric rollout: K follower steps, one leader hypergradient step, EMA
@@ -72,12 +75,17 @@ def base_config() -> ml_collections.ConfigDict:
     c.loss.beta = 5.0  # spatial gradient
     c.loss.gamma = 0.05  # reconstruction anchor
     c.loss.class_weights = (0.1, 1.0, 1.0, 1.0)  # background, NCR, ED, ET in the Dice term
+    # Fuse4Seg v1 adversarial pre-training: weight (lambda, eq. 9) of the generator term; > 0 trains
+    # one discriminator per modality against the leader's reconstructions during `pretrain`.
+    c.loss.adversarial = 0.0
+    c.loss.generator_form = "minimax"  # minimax: v1 eq. 10's log(1 - D) | non_saturating: -log D
 
     c.optim = ml_collections.ConfigDict()
     c.optim.optimizer = "adamw"  # adamw | sgd (momentum 0.9), for all three parameter sets
     c.optim.leader_lr = 1e-4
     c.optim.follower_lr = 3e-4
     c.optim.pretrain_lr = 1e-4
+    c.optim.discriminator_lr = 1e-4
     c.optim.weight_decay = 1e-5
     c.optim.clip_norm = 0.0  # 0: no clipping
     c.optim.schedule = "cosine"  # cosine | constant

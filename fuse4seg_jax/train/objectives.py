@@ -31,6 +31,11 @@ def cast_floats(tree: Any, dtype: jnp.dtype) -> Any:
     return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
 
 
+def modality_major(images: jax.Array) -> jax.Array:
+    """``(B, H, W, N) -> (N, B, H, W, 1)``: one single-channel batch per modality."""
+    return jnp.moveaxis(images, -1, 0)[..., None]
+
+
 def microbatched(loss_fn, num_micro: int):
     """Gradient accumulation as a loss transform: the mean of ``loss_fn`` over micro-batches.
 
@@ -72,6 +77,9 @@ class Objectives:
         class_weights: Dice class weights (background, NCR, ED, ET).
         follower_input: what the follower sees in the single-level follower stage.
         compute_dtype: ``float32`` or ``bfloat16``; parameters stay float32, losses are float32.
+        discriminator: the per-modality discriminator of adversarial pre-training (or None).
+        adversarial: weight of the generator term in adversarial pre-training (v1 eq. 9's lambda).
+        generator_form: ``minimax`` (v1 eq. 10) or ``non_saturating``.
     """
 
     fusion: PureModel
@@ -82,6 +90,9 @@ class Objectives:
     class_weights: tuple[float, ...] = (0.1, 1.0, 1.0, 1.0)
     follower_input: str = "average"
     compute_dtype: str = "float32"
+    discriminator: PureModel | None = None
+    adversarial: float = 0.0
+    generator_form: str = "minimax"
 
     def fuse(self, leader: Any, images: jax.Array) -> dict[str, jax.Array]:
         """Run the leader; returns its output dict with float32 arrays."""
@@ -149,24 +160,59 @@ class Objectives:
         terms = self.fusion_terms(self.fuse(leader, batch["image"]), batch["image"])
         return self._fusion_penalty(terms), terms
 
+    def _reconstruct_each(self, leader: Any, images: jax.Array) -> dict[str, jax.Array]:
+        """The leader's ``autoencode`` pass: ``images``, ``low``, ``high`` stacked modality-major,
+        ``(N, B, H, W, C)``, as float32."""
+        dtype = jnp.dtype(self.compute_dtype)
+        out = self.fusion.apply(cast_floats(leader, dtype), images.astype(dtype), method="autoencode")
+        return cast_floats({k: out[k] for k in ("images", "low", "high")}, jnp.float32)
+
+    @staticmethod
+    def _autoencoder_terms(rec: dict[str, jax.Array], images: jax.Array) -> dict[str, jax.Array]:
+        """CDDFuse phase I terms: sum over modalities of 5 SSIM-loss + MSE, and L_decomp."""
+        recon = sum(
+            5.0 * losses.ssim_loss(r, s) + jnp.mean((r - s) ** 2)
+            for r, s in zip(rec["images"], modality_major(images), strict=True)
+        )
+        return {"recon": recon, "decomp": losses.decomposition_loss(rec["low"], rec["high"])}
+
     def pretrain_loss(self, leader: Any, _: Any, batch: Batch):
         """Autoencoder pre-training (CDDFuse phase I): per modality 5 SSIM-loss + MSE, + 2 L_decomp."""
+        terms = self._autoencoder_terms(self._reconstruct_each(leader, batch["image"]), batch["image"])
+        return terms["recon"] + 2.0 * terms["decomp"], terms
+
+    def _judge(self, discriminators: Any, images: jax.Array) -> jax.Array:
+        """Logits ``(N, B)`` of the N discriminators (params stacked on a leading axis), each on
+        its own modality's images ``(N, B, H, W, 1)``."""
         dtype = jnp.dtype(self.compute_dtype)
-        params = cast_floats(leader, dtype)
+        logits = jax.vmap(self.discriminator.apply)(cast_floats(discriminators, dtype), images.astype(dtype))
+        return logits.astype(jnp.float32)
+
+    def adversarial_pretrain_loss(self, leader: Any, discriminators: Any, batch: Batch):
+        """Fuse4Seg v1 pre-training: the autoencoder loss plus a GAN game per modality.
+
+        Returns ``L_leader + L_disc`` built so that its gradient with respect to the leader is
+        that of ``L_leader = recon + 2 decomp + adversarial * sum_i G(D_i(rec_i))`` alone (the
+        discriminators are stopped there) and with respect to the discriminators that of
+        ``L_disc = sum_i BCE(D_i(M_i) real, D_i(rec_i) fake)`` alone (the reconstructions are
+        stopped there): one forward pass, one gradient, simultaneous updates of both players.
+        ``G`` is ``generator_form``: v1 eq. 10's ``log(1 - D)`` (``minimax``) or non-saturating.
+        """
         images = batch["image"]
-        outs = [
-            cast_floats(
-                self.fusion.apply(params, images[..., i : i + 1].astype(dtype), method="reconstruct"),
-                jnp.float32,
-            )
-            for i in range(images.shape[-1])
-        ]
-        recon = sum(
-            5.0 * losses.ssim_loss(o["image"], images[..., i : i + 1])
-            + jnp.mean((o["image"] - images[..., i : i + 1]) ** 2)
-            for i, o in enumerate(outs)
-        )
-        decomp = losses.decomposition_loss(
-            jnp.stack([o["low"] for o in outs]), jnp.stack([o["high"] for o in outs])
-        )
-        return recon + 2.0 * decomp, {"recon": recon, "decomp": decomp}
+        rec = self._reconstruct_each(leader, images)
+        terms = self._autoencoder_terms(rec, images)
+        fake = rec["images"]
+        real_logits = self._judge(discriminators, modality_major(images))
+        fake_logits = self._judge(discriminators, jax.lax.stop_gradient(fake))
+        fooled_logits = self._judge(jax.lax.stop_gradient(discriminators), fake)
+        generator_loss = {
+            "minimax": losses.generator_loss_minimax,
+            "non_saturating": losses.generator_loss_non_saturating,
+        }[self.generator_form]
+        # the losses average over (N, B); v1 eq. 10 sums its per-modality expectations
+        n = images.shape[-1]
+        generator = n * generator_loss(fooled_logits)
+        discriminator = n * losses.discriminator_loss(real_logits, fake_logits)
+        leader_loss = terms["recon"] + 2.0 * terms["decomp"] + self.adversarial * generator
+        aux = {**terms, "leader_loss": leader_loss, "generator": generator, "discriminator": discriminator}
+        return leader_loss + discriminator, aux

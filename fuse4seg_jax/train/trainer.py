@@ -6,6 +6,8 @@ The train state is a plain dict of pytrees (as in big_vision):
     leader      fusion parameters            follower      segmentation parameters
     ema         EMA of the leader (m = bilevel.ema), used for evaluation and inference
     leader_opt / follower_opt / pretrain_opt   optax states
+    discriminators / discriminator_opt         only with adversarial pre-training: the N
+                                               discriminators' parameters stacked on axis 0
 
 Every step function is pure, jitted once with the state's shardings and donated buffers, and runs
 entirely on the devices: the K inner follower steps, the hypergradient's linear solve and the EMA
@@ -62,6 +64,23 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                 f"config key model.{key} = {config.model[key]!r}; "
                 f"available: {', '.join(models.names(family))}"
             )
+    if config.stages.pretrain > 0 and not models.has_method("fusion", config.model.fusion, "autoencode"):
+        pretrainable = [n for n in models.names("fusion") if models.has_method("fusion", n, "autoencode")]
+        raise ConfigError(
+            f"config key stages.pretrain = {config.stages.pretrain}: fusion model {config.model.fusion!r} "
+            f"has no autoencoder; pre-training needs one of {', '.join(pretrainable)}"
+        )
+    if config.loss.adversarial > 0:
+        if config.model.discriminator not in models.names("discriminator"):
+            raise ConfigError(
+                f"config key model.discriminator = {config.model.discriminator!r}; "
+                f"available: {', '.join(models.names('discriminator'))}"
+            )
+        if config.loss.generator_form not in ("minimax", "non_saturating"):
+            raise ConfigError(
+                f"config key loss.generator_form = {config.loss.generator_form!r}; "
+                "expected minimax or non_saturating"
+            )
     _solver_from_config(config)
 
 
@@ -82,7 +101,8 @@ class Trainer:
         channels = 1 if config.eval_input != "stacked" else num_modalities
         # RBG keys: eager NNX initialisation compiles one small program per parameter shape, and
         # RBG's programs compile about twice as fast as threefry's on CPU.
-        leader_key, follower_key = jax.random.split(jax.random.key(config.seed, impl="rbg"))
+        root = jax.random.key(config.seed, impl="rbg")
+        leader_key, follower_key = jax.random.split(root)
         self.fusion, leader = models.create(
             "fusion",
             config.model.fusion,
@@ -98,9 +118,19 @@ class Trainer:
             num_classes=config.model.num_classes,
             **config.model.segmentation_sizes.to_dict(),
         )
+        self.adversarial = config.loss.adversarial > 0 and config.stages.pretrain > 0
+        self.discriminator, discriminators = None, None
+        if self.adversarial:
+            sizes = config.model.discriminator_sizes.to_dict()
+            created = [
+                models.create("discriminator", config.model.discriminator, key=k, **sizes)
+                for k in jax.random.split(jax.random.fold_in(root, 2), num_modalities)
+            ]
+            self.discriminator = created[0][0]
+            discriminators = jax.tree.map(lambda *x: jnp.stack(x), *(p for _, p in created))
         # kept on the host: every init_state() then places new device buffers, which the donating
         # steps may consume without touching the initial parameters
-        self._init_params = jax.device_get((leader, follower))
+        self._init_params = jax.device_get((leader, follower, discriminators))
         self.objectives = Objectives(
             self.fusion,
             self.segmentation,
@@ -110,6 +140,9 @@ class Trainer:
             class_weights=tuple(config.loss.class_weights),
             follower_input=config.follower_input,
             compute_dtype=config.precision,
+            discriminator=self.discriminator,
+            adversarial=config.loss.adversarial,
+            generator_form=config.loss.generator_form,
         )
         micro = int(config.batch.accumulation)
         obj = self.objectives
@@ -128,6 +161,7 @@ class Trainer:
         self.follower_opt = optimizer(o.follower_lr, inner_updates, o.weight_decay)
         self.leader_opt = optimizer(o.leader_lr, config.stages.fusion + config.stages.bilevel, o.weight_decay)
         self.pretrain_opt = optimizer(o.pretrain_lr, config.stages.pretrain, 0.0)
+        self.discriminator_opt = optimizer(o.discriminator_lr, config.stages.pretrain, 0.0)
         abstract = jax.eval_shape(self._fresh_state)
         self.state_sharding = sharding.state_shardings(mesh, abstract, config.mesh.shard_params)
         replicated = sharding.replicated(mesh)
@@ -136,7 +170,9 @@ class Trainer:
         )
         self.steps: dict[str, Callable[..., tuple[State, dict]]] = {
             "pretrain": jit(
-                self._single_level(
+                self._adversarial_pretrain(microbatched(obj.adversarial_pretrain_loss, micro))
+                if self.adversarial
+                else self._single_level(
                     microbatched(obj.pretrain_loss, micro), "leader", "pretrain_opt", self.pretrain_opt
                 )
             ),
@@ -155,8 +191,8 @@ class Trainer:
         self.predict = jax.jit(self._predict)
 
     def _fresh_state(self) -> State:
-        leader, follower = self._init_params
-        return {
+        leader, follower, discriminators = self._init_params
+        state = {
             "step": jnp.zeros((), jnp.int32),
             "leader": leader,
             "follower": follower,
@@ -165,6 +201,10 @@ class Trainer:
             "follower_opt": self.follower_opt.init(follower),
             "pretrain_opt": self.pretrain_opt.init(leader),
         }
+        if self.adversarial:
+            state["discriminators"] = discriminators
+            state["discriminator_opt"] = self.discriminator_opt.init(discriminators)
+        return state
 
     def init_state(self) -> State:
         """A fresh state placed on the mesh with the configured shardings."""
@@ -198,7 +238,28 @@ class Trainer:
                 # pre-training sets the EMA to the leader (m = 0): Algorithm 1 starts it there.
                 m = 0.0 if opt_key == "pretrain_opt" else self.config.bilevel.ema
                 new["ema"] = self._ema(state["ema"], new["leader"], m)
-            return new, {"loss": loss, **aux, "grad_norm": optax.global_norm(grads)}
+            return new, {"loss": loss, **aux, "grad_norm": optax.tree.norm(grads)}
+
+        return step
+
+    def _adversarial_pretrain(self, loss_fn):
+        """Fuse4Seg v1 pre-training step: leader and discriminators updated simultaneously from
+        one gradient of ``Objectives.adversarial_pretrain_loss`` (each player's own objective)."""
+
+        def step(state: State, batch: dict) -> tuple[State, dict]:
+            (_, aux), (g_leader, g_disc) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
+                state["leader"], state["discriminators"], batch
+            )
+            new = dict(state, step=state["step"] + 1)
+            for key, opt_key, opt, grads in (
+                ("leader", "pretrain_opt", self.pretrain_opt, g_leader),
+                ("discriminators", "discriminator_opt", self.discriminator_opt, g_disc),
+            ):
+                updates, new[opt_key] = opt.update(grads, state[opt_key], state[key])
+                new[key] = optax.apply_updates(state[key], updates)
+            new["ema"] = self._ema(state["ema"], new["leader"], 0.0)
+            metrics = {"loss": aux.pop("leader_loss"), **aux, "grad_norm": optax.tree.norm(g_leader)}
+            return new, {**metrics, "discriminator_grad_norm": optax.tree.norm(g_disc)}
 
         return step
 
