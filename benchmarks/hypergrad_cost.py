@@ -34,12 +34,7 @@ STATIC = ("problem", "solver", "inner_opt", "outer_opt")
 
 
 def _conv(x, w, b):
-    return (
-        jax.lax.conv_general_dilated(
-            x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
-        )
-        + b
-    )
+    return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")) + b
 
 
 def _init_conv(key, k, c_in, c_out):
@@ -169,9 +164,7 @@ def main() -> None:
         "finite_difference": bilevel.make_solver("finite_difference"),
         "joint": bilevel.make_solver("joint"),
     }
-    compiled = {
-        name: compile_step(s, state, inner_batches, outer_batch) for name, s in solvers.items()
-    }
+    compiled = {name: compile_step(s, state, inner_batches, outer_batch) for name, s in solvers.items()}
     times = {name: [] for name in solvers}
     for fn in compiled.values():  # first runs (allocation, caches) are not timed
         jax.block_until_ready(fn(state, inner_batches, outer_batch))
@@ -183,9 +176,7 @@ def main() -> None:
     median = {name: statistics.median(t) for name, t in times.items()}
     memory = {name: peak_mib(fn) for name, fn in compiled.items()}
 
-    print(
-        f"one outer step, K = {args.k}, {jax.devices()[0].platform}, median of {args.rounds} rounds"
-    )
+    print(f"one outer step, K = {args.k}, {jax.devices()[0].platform}, median of {args.rounds} rounds")
     print(f"{'solver':32s} {'ms':>9s} {'time x':>8s} {'peak MiB':>9s} {'memory x':>9s}")
     for name in solvers:
         print(

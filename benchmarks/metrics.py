@@ -75,8 +75,12 @@ def main() -> None:
             lambda r={region: labels}: segmentation_scores(pred, truth, regions=r), repeats
         )
         print(_row(f"all five scores, {region} alone", ours))
-    print(_row("segmentation_scores, all 5 regions",
-               _median_seconds(lambda: segmentation_scores(pred, truth), repeats)))
+    print(
+        _row(
+            "segmentation_scores, all 5 regions",
+            _median_seconds(lambda: segmentation_scores(pred, truth), repeats),
+        )
+    )
 
     rng = np.random.default_rng(0)
     a, b = (
@@ -89,26 +93,30 @@ def main() -> None:
     sources = np.stack([a, b])
     af, bf, ff = (x.astype(np.float64) for x in (a, b, f))
     references = {
-        "MI": ("sklearn", lambda: mutual_info_score(f.ravel(), a.ravel())
-               + mutual_info_score(f.ravel(), b.ravel())),
+        "MI": (
+            "sklearn",
+            lambda: mutual_info_score(f.ravel(), a.ravel()) + mutual_info_score(f.ravel(), b.ravel()),
+        ),
         "VIF": ("sewar", lambda: vifp(a, f) + vifp(b, f)),
-        "SSIM": ("skimage", lambda: structural_similarity(ff, af, data_range=255)
-                 + structural_similarity(ff, bf, data_range=255)),
+        "SSIM": (
+            "skimage",
+            lambda: (
+                structural_similarity(ff, af, data_range=255) + structural_similarity(ff, bf, data_range=255)
+            ),
+        ),
     }
     print(f"\nfusion case {f.shape} with 2 sources, median of {repeats}, one thread")
     print("| metric | ours (ms) | reference (ms) | reference / ours |")
     print("|---|---|---|---|")
     for name, fn in {**fusion.FUSED_ONLY, **fusion.AGAINST_SOURCES}.items():
-        call = (lambda fn=fn: fn(f)) if name in fusion.FUSED_ONLY else (
-            lambda fn=fn: fn(f, sources))
+        call = (lambda fn=fn: fn(f)) if name in fusion.FUSED_ONLY else (lambda fn=fn: fn(f, sources))
         ours = _median_seconds(call, repeats)
         if name in references:
             label, ref = references[name]
             print(_row(name, ours, _median_seconds(ref, repeats), label))
         else:
             print(_row(name, ours))
-    print(_row("fusion_scores, all 10", _median_seconds(lambda: fusion.fusion_scores(f, sources),
-                                                        repeats)))
+    print(_row("fusion_scores, all 10", _median_seconds(lambda: fusion.fusion_scores(f, sources), repeats)))
 
 
 if __name__ == "__main__":

@@ -50,19 +50,26 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds, median reported (3)")
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     parser.add_argument(
-        "--max-gib", type=float, default=0.6 * ram,
+        "--max-gib",
+        type=float,
+        default=0.6 * ram,
         help=f"time only programs whose temporaries fit (default 60%% of RAM: {0.6 * ram:.0f})",
     )
     args = parser.parse_args()
     models = [(family, name) for family in FAMILIES for name in names(family)]
-    calls = {(name, kind): c for family, name in models
-             for kind, c in _compiled_calls(family, name, args.size).items()}
+    calls = {
+        (name, kind): c
+        for family, name in models
+        for kind, c in _compiled_calls(family, name, args.size).items()
+    }
     seconds = time_interleaved(
         {key: fn for key, (fn, gib) in calls.items() if gib <= args.max_gib}, rounds=args.rounds
     )
-    print(f"device: {jax.devices()[0].device_kind}, batch 2 x {args.size} x {args.size}, "
-          f"median of {args.rounds} interleaved rounds; GiB = XLA temporaries of the compiled program; "
-          f"not timed where over {args.max_gib:.0f} GiB")
+    print(
+        f"device: {jax.devices()[0].device_kind}, batch 2 x {args.size} x {args.size}, "
+        f"median of {args.rounds} interleaved rounds; GiB = XLA temporaries of the compiled program; "
+        f"not timed where over {args.max_gib:.0f} GiB"
+    )
 
     def ms(key):
         return 1e3 * seconds[key] if key in seconds else "not timed"

@@ -36,9 +36,7 @@ def main() -> None:
         h, w = args.shape[:2]
         raw_mb = slices * h * w * (2 * 4 + 4) / 2**20  # two float32 channels + int32 label
         nifti_mb, dataset_mb = _size_mb(root / "cases"), _size_mb(path)
-    print(
-        f"{args.cases} phantom cases of {' x '.join(map(str, args.shape))}, modalities t1ce + flair"
-    )
+    print(f"{args.cases} phantom cases of {' x '.join(map(str, args.shape))}, modalities t1ce + flair")
     print(f"{'step':<28}{'seconds':>10}")
     print(f"{'phantom (5 files / case)':<28}{phantom_s:>10.2f}")
     print(f"{'prepare (tfds ArrayRecord)':<28}{prepare_s:>10.2f}")
@@ -46,10 +44,7 @@ def main() -> None:
     print(f"{'NIfTI input (all 4 + seg)':<28}{nifti_mb:>10.1f}{nifti_mb / raw_mb:>8.2f}")
     print(f"{'ArrayRecord dataset':<28}{dataset_mb:>10.1f}{dataset_mb / raw_mb:>8.2f}")
     print(f"{'raw slices (float32)':<28}{raw_mb:>10.1f}{1.0:>8.2f}")
-    print(
-        "slices: "
-        + ", ".join(f"{s} {len(src)} ({len(src.case_ids)} cases)" for s, src in splits.items())
-    )
+    print("slices: " + ", ".join(f"{s} {len(src)} ({len(src.case_ids)} cases)" for s, src in splits.items()))
 
 
 if __name__ == "__main__":

@@ -36,9 +36,7 @@ def gradient_products(
     (outer's structure), from one forward-over-reverse pass.
     """
     grads = jax.grad(loss, argnums=(0, 1))
-    (grad_inner, _), (hu, mu) = jax.jvp(
-        lambda i, o: grads(i, o), (inner, outer), (u, tree.zeros_like(outer))
-    )
+    (grad_inner, _), (hu, mu) = jax.jvp(lambda i, o: grads(i, o), (inner, outer), (u, tree.zeros_like(outer)))
     return grad_inner, hu, mu
 
 
@@ -61,9 +59,7 @@ def differentiable_step(
         return plain(inner, opt_state, outer, batch)
 
     def step_fwd(inner, opt_state, outer, batch):
-        (loss, aux), grad = jax.value_and_grad(problem.inner_value, has_aux=True)(
-            inner, outer, batch
-        )
+        (loss, aux), grad = jax.value_and_grad(problem.inner_value, has_aux=True)(inner, outer, batch)
         new_inner, new_state = inner_loop.apply_optimizer(inner_opt, grad, opt_state, inner)
         out = (new_inner, new_state, StepInfo(loss, tree.norm(grad), aux))
         return out, (inner, opt_state, outer, batch, grad)

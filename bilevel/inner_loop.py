@@ -59,9 +59,7 @@ def plain_step(problem: Problem, inner_opt: optax.GradientTransformation) -> Ste
     """One optimiser step on ``problem.inner_loss`` (differentiable by JAX's own rules)."""
 
     def step(inner, opt_state, outer, batch):
-        (loss, aux), grad = jax.value_and_grad(problem.inner_value, has_aux=True)(
-            inner, outer, batch
-        )
+        (loss, aux), grad = jax.value_and_grad(problem.inner_value, has_aux=True)(inner, outer, batch)
         inner, opt_state = apply_optimizer(inner_opt, grad, opt_state, inner)
         return inner, opt_state, StepInfo(loss, tree.norm(grad), aux)
 

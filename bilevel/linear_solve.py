@@ -60,9 +60,7 @@ def _relative(value: jax.Array, reference: jax.Array) -> jax.Array:
     return value / jnp.where(reference > 0, reference, jnp.ones_like(reference))
 
 
-def cg(
-    matvec: LinearMap, b: PyTree, *, max_iter: int, tol: float, loop: str = "python"
-) -> SolveResult:
+def cg(matvec: LinearMap, b: PyTree, *, max_iter: int, tol: float, loop: str = "python") -> SolveResult:
     """Conjugate gradient for ``A x = b`` with ``A`` symmetric positive definite, from ``x = 0``.
 
     Stops when the recursively updated residual satisfies ``||r|| <= tol * ||b||``. On an

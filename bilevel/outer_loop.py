@@ -64,9 +64,7 @@ def hypergradient(
     **Arguments** as :class:`bilevel.solvers.Solver`; ``inner_batches`` leaves have a leading
     axis K (the number of inner steps).
     """
-    return solver(
-        problem, inner_params, outer_params, inner_opt, inner_opt_state, inner_batches, outer_batch
-    )
+    return solver(problem, inner_params, outer_params, inner_opt, inner_opt_state, inner_batches, outer_batch)
 
 
 def step(
@@ -95,9 +93,7 @@ def step(
         inner_batches,
         outer_batch,
     )
-    updates, outer_opt_state = outer_opt.update(
-        out.hypergrad, state.outer_opt_state, state.outer_params
-    )
+    updates, outer_opt_state = outer_opt.update(out.hypergrad, state.outer_opt_state, state.outer_params)
     new_state = BilevelState(
         out.inner_params,
         optax.apply_updates(state.outer_params, updates),

@@ -40,15 +40,12 @@ def make_solver(name: str, **options: Any) -> solvers.Solver:
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise SolverConfigError(
-            f"unknown option(s) {', '.join(unknown)} for solver {name!r}; "
-            f"valid options: {', '.join(valid)}"
+            f"unknown option(s) {', '.join(unknown)} for solver {name!r}; valid options: {', '.join(valid)}"
         )
     return cls(**fixed, **options)
 
 
 def _lookup(name: str):
     if name not in _REGISTRY:
-        raise SolverConfigError(
-            f"unknown solver {name!r}; valid solvers: {', '.join(SOLVER_NAMES)}"
-        )
+        raise SolverConfigError(f"unknown solver {name!r}; valid solvers: {', '.join(SOLVER_NAMES)}")
     return _REGISTRY[name]

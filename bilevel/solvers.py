@@ -89,9 +89,9 @@ class _OuterTerms(NamedTuple):
 
 
 def _outer_terms(problem: Problem, inner: PyTree, outer: PyTree, batch: PyTree) -> _OuterTerms:
-    (loss, aux), (g_inner, g_outer) = jax.value_and_grad(
-        problem.outer_value, argnums=(0, 1), has_aux=True
-    )(inner, outer, batch)
+    (loss, aux), (g_inner, g_outer) = jax.value_and_grad(problem.outer_value, argnums=(0, 1), has_aux=True)(
+        inner, outer, batch
+    )
     return _OuterTerms(loss, aux, g_inner, g_outer)
 
 
@@ -168,9 +168,7 @@ class Solver(abc.ABC):
 
     def _follow(self, c: _Call):
         """All K inner steps, then the outer loss and its gradients at ``inner_K``."""
-        inner, state, info = self._inner_steps(
-            c, c.inner_params, c.inner_opt_state, c.inner_batches
-        )
+        inner, state, info = self._inner_steps(c, c.inner_params, c.inner_opt_state, c.inner_batches)
         return inner, state, info, _outer_terms(c.problem, inner, c.outer_params, c.outer_batch)
 
 
@@ -251,9 +249,7 @@ class Unrolled(Solver):
             loss, aux = c.problem.outer_value(i, outer, c.outer_batch)
             return loss, (i, s, info, aux)
 
-        (loss, (i, s, info, aux)), hypergrad = jax.value_and_grad(rollout, has_aux=True)(
-            c.outer_params
-        )
+        (loss, (i, s, info, aux)), hypergrad = jax.value_and_grad(rollout, has_aux=True)(c.outer_params)
         outer = _OuterTerms(loss, aux, None, None)
         return _output(i, s, hypergrad, info, outer, iterations=t)
 
@@ -295,9 +291,7 @@ class UnrolledForward(Solver):
         basis = jnp.eye(flat_outer.size, dtype=flat_outer.dtype)
         indirect = jax.vmap(directional)(basis)
         hypergrad = tree.add(outer.grad_outer, unravel(indirect))
-        return _output(
-            inner, state, hypergrad, info, outer, iterations=inner_loop.num_steps(c.inner_batches)
-        )
+        return _output(inner, state, hypergrad, info, outer, iterations=inner_loop.num_steps(c.inner_batches))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -326,9 +320,7 @@ class FiniteDifference(Solver):
                 c, w, state, inner_loop.batch_at(c.inner_batches, slice(0, k - 1))
             )
         last = inner_loop.batch_at(c.inner_batches, k - 1)
-        (loss, aux), grad = jax.value_and_grad(c.problem.inner_value, has_aux=True)(
-            w, c.outer_params, last
-        )
+        (loss, aux), grad = jax.value_and_grad(c.problem.inner_value, has_aux=True)(w, c.outer_params, last)
         (inner, new_state), optimizer_vjp = jax.vjp(
             lambda g: inner_loop.apply_optimizer(c.inner_opt, g, state, w), grad
         )
@@ -404,9 +396,7 @@ class Implicit(Solver):
             ("solve_loop", self.solve_loop, linear_solve.LOOPS),
         ):
             if value not in valid:
-                raise SolverConfigError(
-                    f"solver option {name}={value!r} is not one of {', '.join(valid)}"
-                )
+                raise SolverConfigError(f"solver option {name}={value!r} is not one of {', '.join(valid)}")
         _check_positive("max_iter", self.max_iter)
         _check_positive("tol", self.tol)
         _check_positive("step_size", self.step_size)
@@ -431,9 +421,7 @@ class Implicit(Solver):
             def loss(i, o):
                 return curvature_problem.inner_value(i, o, batch)[0]
 
-            mixed, residual, result = self._linear_solve(
-                loss, inner, c.outer_params, outer.grad_inner
-            )
+            mixed, residual, result = self._linear_solve(loss, inner, c.outer_params, outer.grad_inner)
         converged = jnp.logical_and(result.converged, residual <= self.tol)
         hypergrad = tree.sub(outer.grad_outer, mixed)
         return _output(
@@ -482,13 +470,9 @@ class Implicit(Solver):
 
         def step_map(i, float_leaves, o):
             it = iter(float_leaves)
-            s = treedef.unflatten(
-                [next(it) if f else leaf for leaf, f in zip(leaves, floating, strict=True)]
-            )
+            s = treedef.unflatten([next(it) if f else leaf for leaf, f in zip(leaves, floating, strict=True)])
             new_i, new_s, _ = step(i, s, o, batch)
-            return new_i, [
-                leaf for leaf, f in zip(jax.tree.leaves(new_s), floating, strict=True) if f
-            ]
+            return new_i, [leaf for leaf, f in zip(jax.tree.leaves(new_s), floating, strict=True) if f]
 
         float_state = [leaf for leaf, f in zip(leaves, floating, strict=True) if f]
         _, step_vjp = jax.vjp(step_map, inner, float_state, outer)
@@ -513,9 +497,7 @@ def _mean_inner_loss(problem: Problem):
 
     def loss(inner, outer, batches):
         k = inner_loop.num_steps(batches)
-        values = [
-            problem.inner_value(inner, outer, inner_loop.batch_at(batches, t))[0] for t in range(k)
-        ]
+        values = [problem.inner_value(inner, outer, inner_loop.batch_at(batches, t))[0] for t in range(k)]
         total = sum(values[1:], values[0]) / k
         return (total, None) if problem.has_aux else total
 

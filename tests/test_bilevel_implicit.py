@@ -117,8 +117,7 @@ def test_python_and_while_loops_give_the_same_iterates():
     with jax.enable_x64(True):
         cf = problems.quadratic()
         outs = [
-            _at_solution(cf, bilevel.Implicit(max_iter=4, solve_loop=loop))
-            for loop in ("python", "while")
+            _at_solution(cf, bilevel.Implicit(max_iter=4, solve_loop=loop)) for loop in ("python", "while")
         ]
         np.testing.assert_allclose(outs[0].hypergrad, outs[1].hypergrad, rtol=1e-12)
         assert outs[0].diagnostics["iterations"] == outs[1].diagnostics["iterations"] == 4

@@ -14,9 +14,7 @@ from bilevel import inner_loop, problems
 
 def _inner_k(cf, inner_opt, batches):
     step = inner_loop.plain_step(cf.problem, inner_opt)
-    return inner_loop.run(
-        step, cf.inner_init, inner_opt.init(cf.inner_init), cf.outer_init, batches
-    )[0]
+    return inner_loop.run(step, cf.inner_init, inner_opt.init(cf.inner_init), cf.outer_init, batches)[0]
 
 
 def test_first_order_is_the_direct_partial_exactly():
@@ -63,9 +61,7 @@ def _loss_weights():
     def outer(w, beta, batch):
         return log_loss(w, batch["x"], batch["y"])
 
-    return dataclasses.replace(
-        data, problem=bilevel.Problem(inner, outer), outer_init=jnp.array([0.3, -0.4])
-    )
+    return dataclasses.replace(data, problem=bilevel.Problem(inner, outer), outer_init=jnp.array([0.3, -0.4]))
 
 
 @pytest.mark.parametrize("momentum", [None, 0.9])
@@ -85,9 +81,7 @@ def test_finite_difference_matches_the_analytic_darts_expression(momentum):
         grad_w, grad_beta = jax.grad(cf.problem.outer_loss, argnums=(0, 1))(
             w_next, cf.outer_init, cf.outer_batch
         )
-        mixed = jax.jacobian(jax.grad(cf.problem.inner_loss, argnums=1))(
-            w, cf.outer_init, cf.inner_batch
-        )
+        mixed = jax.jacobian(jax.grad(cf.problem.inner_loss, argnums=1))(w, cf.outer_init, cf.inner_batch)
         expected = grad_beta - lr * mixed @ grad_w
         np.testing.assert_allclose(out.hypergrad, expected, rtol=1e-5)
         np.testing.assert_allclose(out.inner_params, w_next, rtol=1e-14)
@@ -104,8 +98,7 @@ def test_finite_difference_error_shrinks_with_eps():
         errors = [
             float(
                 jnp.linalg.norm(
-                    cf.solve(bilevel.FiniteDifference(eps_scale=eps), inner_opt, batches).hypergrad
-                    - exact
+                    cf.solve(bilevel.FiniteDifference(eps_scale=eps), inner_opt, batches).hypergrad - exact
                 )
             )
             for eps in (1.0, 0.3, 0.1)

@@ -11,9 +11,7 @@ def test_every_name_builds_a_hashable_solver():
         assert isinstance(solver, bilevel.Solver)
         assert hash(solver) == hash(bilevel.make_solver(name))
     assert bilevel.make_solver("implicit_neumann").linear_solver == "neumann"
-    assert bilevel.make_solver("unrolled", truncate=3, remat=True) == bilevel.Unrolled(
-        truncate=3, remat=True
-    )
+    assert bilevel.make_solver("unrolled", truncate=3, remat=True) == bilevel.Unrolled(truncate=3, remat=True)
 
 
 def test_unknown_name_lists_the_valid_names():

@@ -46,9 +46,7 @@ def _central_difference(fun, x, h=1e-5):
     return np.array([(fun(x + h * e) - fun(x - h * e)) / (2 * h) for e in basis]).reshape(x.shape)
 
 
-@pytest.mark.parametrize(
-    "opt_name", ["sgd", "momentum", pytest.param("adamw", marks=pytest.mark.slow)]
-)
+@pytest.mark.parametrize("opt_name", ["sgd", "momentum", pytest.param("adamw", marks=pytest.mark.slow)])
 def test_unrolled_equals_central_difference_of_the_k_step_map(opt_name):
     inner_opt = OPTIMIZERS[opt_name]
     with jax.enable_x64(True), _promotion(inner_opt):
@@ -91,9 +89,7 @@ def test_truncated_unrolled_is_the_exact_gradient_of_the_truncated_map():
         (bilevel.Unrolled(remat=True), "momentum"),
         pytest.param(bilevel.Unrolled(remat=True), "adamw", marks=pytest.mark.slow),
         pytest.param(bilevel.Unrolled(scan_inner=True), "adamw", marks=pytest.mark.slow),
-        pytest.param(
-            bilevel.Unrolled(remat=True, scan_inner=True), "adamw", marks=pytest.mark.slow
-        ),
+        pytest.param(bilevel.Unrolled(remat=True, scan_inner=True), "adamw", marks=pytest.mark.slow),
         (bilevel.UnrolledForward(), "momentum"),
     ],
 )

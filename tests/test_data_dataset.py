@@ -51,9 +51,7 @@ def test_splits_are_patient_disjoint_train_drops_only_brainless_slices(prepared)
     for split in ("val", "test"):  # every slice kept, in order, so volumes restack
         src = splits[split]
         for case_id in src.case_ids:
-            np.testing.assert_array_equal(
-                src.record_slice[src.slices_of(case_id)], np.arange(SHAPE[2])
-            )
+            np.testing.assert_array_equal(src.record_slice[src.slices_of(case_id)], np.arange(SHAPE[2]))
     train = splits["train"]
     for case_id in train.case_ids:
         images = load_case(
@@ -76,11 +74,7 @@ def test_batches_are_deterministic_per_seed_and_epoch_and_cover_the_split(prepar
     assert len(epoch) == len(src) // 4
     b = epoch[0]
     assert b["image"].shape == (4, *SHAPE[:2], 2) and b["image"].dtype == np.float32
-    assert (
-        b["label"].dtype == np.int32
-        and b["patient"].dtype == np.int32
-        and b["slice"].dtype == np.int32
-    )
+    assert b["label"].dtype == np.int32 and b["patient"].dtype == np.int32 and b["slice"].dtype == np.int32
     again = next(batches(src, 4, seed=0, epoch=0))
     for k in b:
         np.testing.assert_array_equal(b[k], again[k])
@@ -128,9 +122,7 @@ def test_prepare_verb_errors_exit_2_name_the_file_and_leave_nothing(prepared, tm
     broken = tmp_path / "broken"
     write_phantom(broken, 3, seed=0, shape=SHAPE)
     seg = broken / "BraTS2021_00002" / "BraTS2021_00002_seg.nii.gz"
-    seg.write_bytes(
-        seg.read_bytes()[:100]
-    )  # found only while writing (up front only presence is checked)
+    seg.write_bytes(seg.read_bytes()[:100])  # found only while writing (up front only presence is checked)
     code = main(["prepare", "--manual-dir", str(broken), "--data-dir", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and "BraTS2021_00002_seg.nii.gz: cannot read" in err and "Traceback" not in err
@@ -144,10 +136,7 @@ def test_prepare_refuses_existing_dataset_without_overwrite(prepared):
 
 
 def test_phantom_verb_writes_cases(tmp_path, capsys):
-    assert (
-        main(["phantom", "--out", str(tmp_path / "p"), "--cases", "2", "--shape", "16", "16", "8"])
-        == 0
-    )
+    assert main(["phantom", "--out", str(tmp_path / "p"), "--cases", "2", "--shape", "16", "16", "8"]) == 0
     assert [c.case_id for c in discover_cases(tmp_path / "p")] == [
         "BraTS2021_00000",
         "BraTS2021_00001",

@@ -21,9 +21,7 @@ def _folders(tmp_path):
 
 def test_bt601_values_and_round_trip():
     np.testing.assert_allclose(rgb_to_ycbcr([1.0, 1.0, 1.0]), [1.0, 0.5, 0.5], atol=1e-6)
-    np.testing.assert_allclose(
-        rgb_to_ycbcr([1.0, 0.0, 0.0]), [0.299, 0.5 - 0.299 / 1.772, 1.0], atol=1e-6
-    )
+    np.testing.assert_allclose(rgb_to_ycbcr([1.0, 0.0, 0.0]), [0.299, 0.5 - 0.299 / 1.772, 1.0], atol=1e-6)
     rgb = np.random.default_rng(1).random((5, 4, 3))
     np.testing.assert_allclose(ycbcr_to_rgb(rgb_to_ycbcr(rgb)), rgb, atol=1e-6)
 

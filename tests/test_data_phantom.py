@@ -59,9 +59,7 @@ def test_contrasts_need_both_modalities(cases):
         flair_ed = (flair["ed"].mean() - flair["healthy"].mean()) / flair["healthy"].std()
         assert t1ce_ed < 0.4 * flair_ed
         # FLAIR hardly separates the tumour's inner labels, which T1ce does
-        assert abs(flair["et"].mean() - flair["ncr"].mean()) < 0.5 * (
-            t1ce["et"].mean() - t1ce["ncr"].mean()
-        )
+        assert abs(flair["et"].mean() - flair["ncr"].mean()) < 0.5 * (t1ce["et"].mean() - t1ce["ncr"].mean())
 
 
 def test_same_seed_same_bytes_other_seed_differs(cases, tmp_path):

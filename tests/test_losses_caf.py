@@ -26,9 +26,7 @@ KERNEL = RNG.standard_normal((3, 3, 1, 4)).astype(np.float32)
 def conv_features(x):
     """A fixed two-layer feature network standing in for VGG."""
     first = jax.nn.relu(
-        jax.lax.conv_general_dilated(
-            x, KERNEL, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
-        )
+        jax.lax.conv_general_dilated(x, KERNEL, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
     )
     return [first, jnp.mean(first, axis=(1, 2))]
 
@@ -96,9 +94,7 @@ def test_terms_on_hand_computed_inputs():
 
 def test_gradient_and_ssim_terms_agree_with_the_standalone_losses():
     _, terms = loss_with_conv(init_caf_logits(), FUSED, SOURCES)
-    assert float(terms["gradient_max"]) == pytest.approx(
-        float(gradient_loss(FUSED, SOURCES)), rel=1e-6
-    )
+    assert float(terms["gradient_max"]) == pytest.approx(float(gradient_loss(FUSED, SOURCES)), rel=1e-6)
     single = float(gradient_loss(FUSED, SOURCES[..., 1:]))
     assert float(terms["gradient_1"]) == pytest.approx(single, rel=1e-6)
     ssim0 = float(jax.jit(ssim_loss)(FUSED, SOURCES[..., :1]))
@@ -140,9 +136,7 @@ def test_float64_inputs_give_the_float32_values():
     with jax.enable_x64(True):
         beta = np.zeros((15,), np.float64)
         fused, sources = FUSED.astype(np.float64), SOURCES.astype(np.float64)
-        _, terms64 = jax.jit(lambda b, f, s: caf_loss(b, f, s, identity_features))(
-            beta, fused, sources
-        )
+        _, terms64 = jax.jit(lambda b, f, s: caf_loss(b, f, s, identity_features))(beta, fused, sources)
         assert all(terms64[name].dtype == np.float64 for name in terms64)
     for name, value in terms32.items():
         assert float(terms64[name]) == pytest.approx(float(value), rel=1e-4, abs=1e-7), name

@@ -54,8 +54,7 @@ def test_lovasz_softmax_equals_one_minus_iou_on_hard_predictions():
     labels = rng.integers(0, 3, (2, 6, 6)).astype(np.int32)
     predicted = rng.integers(0, 4, (2, 6, 6))  # class 3 is predicted but absent from labels
     ious = [
-        np.sum((predicted == c) & (labels == c)) / np.sum((predicted == c) | (labels == c))
-        for c in range(3)
+        np.sum((predicted == c) & (labels == c)) / np.sum((predicted == c) | (labels == c)) for c in range(3)
     ]
     hard = np.eye(4, dtype=np.float32)[predicted]
     assert lovasz(hard, labels) == pytest.approx(1 - np.mean(ious), rel=1e-5)

@@ -55,8 +55,7 @@ def _read_csv(path):
 def test_scores_on_disk_equal_the_library_for_both_et_labels(tmp_path, et):
     truth_dir, pred_dir, arrays = _dataset(tmp_path, et=et)
     out = tmp_path / "out"
-    assert main(["evaluate", "--pred", str(pred_dir), "--truth", str(truth_dir),
-                 "--out", str(out)]) == 0
+    assert main(["evaluate", "--pred", str(pred_dir), "--truth", str(truth_dir), "--out", str(out)]) == 0
     rows = _read_csv(out / "scores.csv")
     assert [r["case"] for r in rows] == list(arrays)
     for row, (pred, truth) in zip(rows, arrays.values(), strict=True):
@@ -120,8 +119,18 @@ def test_fused_pngs_are_scored_against_their_sources(tmp_path):
         (tmp_path / folder).mkdir()
         Image.fromarray(images[folder]).save(tmp_path / folder / "case_070.png")
     out = tmp_path / "out"
-    code = main(["evaluate", "--fused", str(tmp_path / "fused"), "--sources",
-                 str(tmp_path / "t1ce"), str(tmp_path / "flair"), "--out", str(out)])
+    code = main(
+        [
+            "evaluate",
+            "--fused",
+            str(tmp_path / "fused"),
+            "--sources",
+            str(tmp_path / "t1ce"),
+            str(tmp_path / "flair"),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     (row,) = _read_csv(out / "scores.csv")
     expected = fusion_scores(images["fused"], np.stack([images["t1ce"], images["flair"]]))

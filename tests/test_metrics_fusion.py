@@ -27,9 +27,7 @@ from fuse4seg_jax.metrics import (
 
 def _image(seed, size=64, smooth=1.5):
     noise = np.random.default_rng(seed).normal(128, 60, (size, size))
-    return np.clip(np.round(ndimage.gaussian_filter(noise, smooth) * 3 - 256), 0, 255).astype(
-        np.uint8
-    )
+    return np.clip(np.round(ndimage.gaussian_filter(noise, smooth) * 3 - 256), 0, 255).astype(np.uint8)
 
 
 @pytest.fixture(scope="module")

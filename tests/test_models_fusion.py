@@ -126,11 +126,9 @@ def test_frequency_decoupled_rejects_images_too_small_to_reflect_pad():
 
 def test_frequency_decoupled_rejects_bad_widths():
     with pytest.raises(ConfigError, match="divisible by heads"):
-        create("fusion", "frequency_decoupled", key=jax.random.key(0), num_modalities=2, dim=6,
-               heads=4)
+        create("fusion", "frequency_decoupled", key=jax.random.key(0), num_modalities=2, dim=6, heads=4)
     with pytest.raises(ConfigError, match="even"):
-        create("fusion", "frequency_decoupled", key=jax.random.key(0), num_modalities=2, dim=9,
-               heads=3)
+        create("fusion", "frequency_decoupled", key=jax.random.key(0), num_modalities=2, dim=9, heads=3)
 
 
 @pytest.mark.parametrize("hw", [(8, 8), (7, 5)])
@@ -200,14 +198,18 @@ def _frequency_decoupled_count(c, h, enc, dec, inn):
     return encoder + _base(c, h) + _coupling(c) + decoder
 
 
-@pytest.mark.parametrize("sizes", [dict(dim=8, heads=2, encoder_blocks=1, decoder_blocks=2,
-                                        inn_layers=2), {}])
+@pytest.mark.parametrize(
+    "sizes", [dict(dim=8, heads=2, encoder_blocks=1, decoder_blocks=2, inn_layers=2), {}]
+)
 def test_frequency_decoupled_parameter_count_matches_the_architecture(sizes):
     full = dict(dim=64, heads=8, encoder_blocks=4, decoder_blocks=4, inn_layers=3) | sizes
     module = nnx.eval_shape(lambda: FrequencyDecoupledFusion(2, rngs=nnx.Rngs(0), **full))
     count = count_params(nnx.state(module, nnx.Param))
     assert count == _frequency_decoupled_count(
-        full["dim"], full["heads"], full["encoder_blocks"], full["decoder_blocks"],
+        full["dim"],
+        full["heads"],
+        full["encoder_blocks"],
+        full["decoder_blocks"],
         full["inn_layers"],
     )
     if not sizes:  # the paper sizes land near CDDFuse's ~1.2 M (encoder + decoder + fusion units)

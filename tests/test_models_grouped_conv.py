@@ -9,13 +9,16 @@ from flax import nnx
 from fuse4seg_jax.models.grouped_conv import GroupedConv
 
 
-@pytest.mark.parametrize("c_in, c_out, groups, k, padding", [
-    (6, 6, 6, (3, 3), "SAME"),  # depthwise, as in MDTA / GDFN
-    (4, 4, 4, (7, 7), "SAME"),  # ConvNeXt's 7x7 depthwise
-    (4, 4, 4, (3, 3), "VALID"),  # the INN bottleneck, after its reflection pad
-    (8, 8, 4, (3, 3), "SAME"),  # 2 channels per group (CDDFuse's base-block MLP)
-    (4, 8, 2, (3, 5), "SAME"),  # several outputs per group
-])
+@pytest.mark.parametrize(
+    "c_in, c_out, groups, k, padding",
+    [
+        (6, 6, 6, (3, 3), "SAME"),  # depthwise, as in MDTA / GDFN
+        (4, 4, 4, (7, 7), "SAME"),  # ConvNeXt's 7x7 depthwise
+        (4, 4, 4, (3, 3), "VALID"),  # the INN bottleneck, after its reflection pad
+        (8, 8, 4, (3, 3), "SAME"),  # 2 channels per group (CDDFuse's base-block MLP)
+        (4, 8, 2, (3, 5), "SAME"),  # several outputs per group
+    ],
+)
 def test_matches_flax_grouped_convolution(c_in, c_out, groups, k, padding):
     ours = GroupedConv(c_in, c_out, k, groups=groups, padding=padding, rngs=nnx.Rngs(0))
     ours.bias[...] = jax.random.normal(jax.random.key(2), (c_out,))

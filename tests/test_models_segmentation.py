@@ -15,9 +15,7 @@ TINY = dict(widths=(4, 8), depths=(1, 1), bottleneck_heads=2)
 
 @pytest.fixture(scope="module")
 def tiny_rgb():
-    return models.create(
-        "segmentation", "convnext_unet", key=jax.random.key(0), in_channels=3, **TINY
-    )
+    return models.create("segmentation", "convnext_unet", key=jax.random.key(0), in_channels=3, **TINY)
 
 
 @pytest.mark.parametrize("in_channels", [1, 3])
@@ -58,9 +56,7 @@ def test_heads_must_divide_last_width():
 
 def test_widths_and_depths_must_match():
     with pytest.raises(ConfigError, match="widths"):
-        models.create(
-            "segmentation", "convnext_unet", key=jax.random.key(0), widths=(4, 8), depths=(1,)
-        )
+        models.create("segmentation", "convnext_unet", key=jax.random.key(0), widths=(4, 8), depths=(1,))
 
 
 def test_samples_are_segmented_independently(tiny_rgb):

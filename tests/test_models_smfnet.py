@@ -14,9 +14,7 @@ TINY = dict(dim=4, heads=2, shallow_blocks=1, base_blocks=1, decoder_blocks=1, i
 
 
 def tiny(num_modalities):
-    return models.create(
-        "fusion", "smfnet", key=jax.random.key(0), num_modalities=num_modalities, **TINY
-    )
+    return models.create("fusion", "smfnet", key=jax.random.key(0), num_modalities=num_modalities, **TINY)
 
 
 @pytest.mark.parametrize("n", [2, 3, 4])
@@ -145,8 +143,9 @@ def test_gated_messages_compiled_match_numpy_on_unequal_axes(axis):
 
 
 def test_graph_runs_compiled_at_default_sizes():
-    model, params = models.create("fusion", "smfnet", key=jax.random.key(0), num_modalities=2,
-                                  **{**TINY, "dim": 8})
+    model, params = models.create(
+        "fusion", "smfnet", key=jax.random.key(0), num_modalities=2, **{**TINY, "dim": 8}
+    )
     x = jax.random.uniform(jax.random.key(1), (1, 8, 8, 2))
     fused = jax.jit(model.apply)(params, x)["fused"]
     with jax.disable_jit():

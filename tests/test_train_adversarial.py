@@ -17,11 +17,20 @@ pytestmark = pytest.mark.usefixtures("standard_promotion")
 
 def _tiny_players(n: int = 2):
     fusion, leader = models.create(
-        "fusion", "frequency_decoupled", key=jax.random.key(0), num_modalities=n,
-        dim=4, heads=1, encoder_blocks=1, decoder_blocks=1, inn_layers=1,
+        "fusion",
+        "frequency_decoupled",
+        key=jax.random.key(0),
+        num_modalities=n,
+        dim=4,
+        heads=1,
+        encoder_blocks=1,
+        decoder_blocks=1,
+        inn_layers=1,
     )
-    made = [models.create("discriminator", "fuse4seg_v1", key=jax.random.key(i + 1), width=4, depth=2)
-            for i in range(n)]
+    made = [
+        models.create("discriminator", "fuse4seg_v1", key=jax.random.key(i + 1), width=4, depth=2)
+        for i in range(n)
+    ]
     stacked = jax.tree.map(lambda *x: jnp.stack(x), *(p for _, p in made))
     return fusion, leader, made[0][0], stacked
 
@@ -32,8 +41,10 @@ def test_each_player_gets_the_gradient_of_its_own_objective(form):
     obj = Objectives(fusion, fusion, discriminator=disc, adversarial=0.3, generator_form=form)
     images = jax.random.uniform(jax.random.key(9), (2, 12, 12, 2))
     batch = {"image": images}
-    generator = {"minimax": losses.generator_loss_minimax,
-                 "non_saturating": losses.generator_loss_non_saturating}[form]
+    generator = {
+        "minimax": losses.generator_loss_minimax,
+        "non_saturating": losses.generator_loss_non_saturating,
+    }[form]
 
     def judge(d, x):  # each discriminator on its own modality, written out without vmap
         return jnp.stack([disc.apply(jax.tree.map(lambda a, i=i: a[i], d), x[i]) for i in range(2)])
@@ -51,8 +62,10 @@ def test_each_player_gets_the_gradient_of_its_own_objective(form):
     )(leader, discriminators, batch)
     np.testing.assert_allclose(aux["leader_loss"], leader_objective(leader), rtol=1e-5)
     np.testing.assert_allclose(aux["discriminator"], discriminator_objective(discriminators), rtol=1e-5)
-    for got, want in ((g_leader, jax.grad(leader_objective)(leader)),
-                      (g_disc, jax.grad(discriminator_objective)(discriminators))):
+    for got, want in (
+        (g_leader, jax.grad(leader_objective)(leader)),
+        (g_disc, jax.grad(discriminator_objective)(discriminators)),
+    ):
         scale = max(float(jnp.max(jnp.abs(w))) for w in jax.tree.leaves(want))
         for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
             np.testing.assert_allclose(g, w, atol=1e-5 * scale)
@@ -74,8 +87,10 @@ def test_pretrain_steps_train_both_players(tiny_trainer, tiny_overrides):
         state, metrics = trainer.steps["pretrain"](state, batch)
     for key in ("loss", "recon", "decomp", "generator", "discriminator", "discriminator_grad_norm"):
         assert np.isfinite(float(metrics[key])), key
-    moved = [not np.array_equal(a, b) for a, b in
-             zip(jax.tree.leaves(before), jax.tree.leaves(state["discriminators"]), strict=True)]
+    moved = [
+        not np.array_equal(a, b)
+        for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(state["discriminators"]), strict=True)
+    ]
     assert all(moved)
     # pre-training starts the EMA at the leader
     for e, p in zip(jax.tree.leaves(state["ema"]), jax.tree.leaves(state["leader"]), strict=True):

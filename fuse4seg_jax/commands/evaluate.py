@@ -117,9 +117,7 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as err:
-        raise DataError(
-            f"{path}: cannot be read as NIfTI ({str(err).strip().splitlines()[-1]})"
-        ) from None
+        raise DataError(f"{path}: cannot be read as NIfTI ({str(err).strip().splitlines()[-1]})") from None
     # GetArrayFromImage reverses the axes (z, y, x); reverse the spacing to match.
     return sitk.GetArrayFromImage(image), tuple(image.GetSpacing())[::-1]
 
@@ -273,9 +271,7 @@ def run(args: argparse.Namespace) -> int:
             f"{', '.join(missing)} (pass --allow-missing to score the others and list these)"
         )
     if plan.unmatched:
-        print(
-            f"warning: not scored, no reference case: {', '.join(plan.unmatched)}", file=sys.stderr
-        )
+        print(f"warning: not scored, no reference case: {', '.join(plan.unmatched)}", file=sys.stderr)
     rows = []
     for case in tqdm(plan.cases, desc="evaluate", unit="case", file=sys.stderr):
         if case in plan.scorers:

@@ -23,8 +23,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from fuse4seg_jax.data.phantom import write_phantom
 
-    folders = write_phantom(
-        args.out, args.cases, args.seed, tuple(args.shape), overwrite=args.overwrite
-    )
+    folders = write_phantom(args.out, args.cases, args.seed, tuple(args.shape), overwrite=args.overwrite)
     print(f"wrote {len(folders)} cases to {args.out}")
     return 0

@@ -8,22 +8,15 @@ from fuse4seg_jax.data.brats import DEFAULT_MODALITIES, MODALITIES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--manual-dir", required=True, help="folder of BraTS 2021/2023 case folders"
-    )
-    parser.add_argument(
-        "--data-dir", required=True, help="tfds data dir to write the dataset under"
-    )
+    parser.add_argument("--manual-dir", required=True, help="folder of BraTS 2021/2023 case folders")
+    parser.add_argument("--data-dir", required=True, help="tfds data dir to write the dataset under")
     parser.add_argument(
         "--modalities",
         nargs="+",
         default=list(DEFAULT_MODALITIES),
-        help=f"channels in order, any of {' '.join(MODALITIES)} "
-        f"(default: {' '.join(DEFAULT_MODALITIES)})",
+        help=f"channels in order, any of {' '.join(MODALITIES)} (default: {' '.join(DEFAULT_MODALITIES)})",
     )
-    parser.add_argument(
-        "--split-seed", type=int, default=0, help="seed of the patient split (default 0)"
-    )
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of the patient split (default 0)")
     parser.add_argument(
         "--fractions",
         type=float,

@@ -102,9 +102,7 @@ def check_modalities(modalities: Sequence[str]) -> tuple[str, ...]:
     modalities = tuple(modalities)
     for m in modalities:
         if m not in MODALITIES:
-            raise ConfigError(
-                f"unknown modality {m!r} (--modalities takes any of {', '.join(MODALITIES)})"
-            )
+            raise ConfigError(f"unknown modality {m!r} (--modalities takes any of {', '.join(MODALITIES)})")
     if not modalities or len(set(modalities)) != len(modalities):
         raise ConfigError(f"--modalities must name distinct modalities, got {list(modalities)}")
     return modalities
@@ -296,9 +294,7 @@ def to_internal(seg: np.ndarray, naming: str, path: str | os.PathLike = "seg") -
     values = np.unique(seg)
     unexpected = [v.item() for v in values if v not in allowed]
     if unexpected:
-        raise DataError(
-            f"{path}: unexpected label values {unexpected} (BraTS {naming} uses {list(allowed)})"
-        )
+        raise DataError(f"{path}: unexpected label values {unexpected} (BraTS {naming} uses {list(allowed)})")
     lut = np.zeros(max(allowed) + 1, dtype=np.int32)
     lut[list(allowed)] = (0, 1, 2, 3)
     return lut[seg.astype(np.int64)]
@@ -306,14 +302,10 @@ def to_internal(seg: np.ndarray, naming: str, path: str | os.PathLike = "seg") -
 
 def to_brats(label: np.ndarray, naming: str) -> np.ndarray:
     """Map internal classes 0..3 back to the on-disk labels of ``naming`` (uint8)."""
-    return np.array([0, 1, 2, _NAMINGS[naming][2]], dtype=np.uint8)[
-        np.asarray(label, dtype=np.int64)
-    ]
+    return np.array([0, 1, 2, _NAMINGS[naming][2]], dtype=np.uint8)[np.asarray(label, dtype=np.int64)]
 
 
-def write_like(
-    array: np.ndarray, reference: Case, path: str | os.PathLike, labels: bool = False
-) -> Path:
+def write_like(array: np.ndarray, reference: Case, path: str | os.PathLike, labels: bool = False) -> Path:
     """Write an ``(X, Y, Z)`` volume as NIfTI with ``reference``'s geometry, atomically.
 
     Arguments:

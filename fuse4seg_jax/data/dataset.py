@@ -76,9 +76,7 @@ def prepare_dataset(
         known = config.name in Fuse4segBrats.builder_configs
         builder = Fuse4segBrats(config=config.name if known else config, data_dir=scratch)
         builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(
-                manual_dir=str(manual_dir), try_download_gcs=False
-            )
+            download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir), try_download_gcs=False)
         )
         for item in Path(builder.data_dir).iterdir():
             os.replace(item, tmp / item.name)
@@ -105,12 +103,8 @@ def _dataset_dir(data_dir: Path) -> Path:
     if len(found) == 1:
         return found[0]
     if not found:
-        raise DataError(
-            f"{data_dir}: no prepared dataset (run `fuse4seg prepare --data-dir {data_dir}`)"
-        )
-    raise DataError(
-        f"{data_dir}: several prepared datasets, pass one of: {', '.join(map(str, found))}"
-    )
+        raise DataError(f"{data_dir}: no prepared dataset (run `fuse4seg prepare --data-dir {data_dir}`)")
+    raise DataError(f"{data_dir}: several prepared datasets, pass one of: {', '.join(map(str, found))}")
 
 
 class SliceSource:
@@ -137,13 +131,10 @@ class SliceSource:
         self.volume_shapes = {c: tuple(metadata["volume_shapes"][c]) for c in self.case_ids}
         counts = [len(slices[c]) for c in self.case_ids]
         self.record_case = np.repeat(np.arange(len(self.case_ids), dtype=np.int32), counts)
-        self.record_slice = np.concatenate(
-            [np.asarray(slices[c], dtype=np.int32) for c in self.case_ids]
-        )
+        self.record_slice = np.concatenate([np.asarray(slices[c], dtype=np.int32) for c in self.case_ids])
         if self.record_case.size != len(source):
             raise DataError(
-                f"split {split!r}: metadata lists {self.record_case.size} slices, "
-                f"files hold {len(source)}"
+                f"split {split!r}: metadata lists {self.record_case.size} slices, files hold {len(source)}"
             )
         starts = np.cumsum([0, *counts])
         self._ranges = {c: (starts[k], starts[k + 1]) for k, c in enumerate(self.case_ids)}
@@ -158,9 +149,7 @@ class SliceSource:
         """Read several records at once (one ArrayRecord call)."""
         records = self._source.__getitems__([int(i) for i in indices])
         for r in records:
-            r["case_id"] = (
-                r["case_id"].decode() if isinstance(r["case_id"], bytes) else str(r["case_id"])
-            )
+            r["case_id"] = r["case_id"].decode() if isinstance(r["case_id"], bytes) else str(r["case_id"])
             r["slice"] = int(r["slice"])
         return records
 

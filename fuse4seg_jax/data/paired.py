@@ -72,9 +72,7 @@ def _read_png(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     array = array.astype(np.float64) / scale
     if array.ndim == 2:
         return array.astype(np.float32), None
-    if np.array_equal(array[..., 0], array[..., 1]) and np.array_equal(
-        array[..., 1], array[..., 2]
-    ):
+    if np.array_equal(array[..., 0], array[..., 1]) and np.array_equal(array[..., 1], array[..., 2]):
         return array[..., 0].astype(np.float32), None
     ycbcr = rgb_to_ycbcr(array)
     return ycbcr[..., 0], ycbcr[..., 1:]
@@ -111,9 +109,7 @@ def read_paired_folder(dir_a: str | os.PathLike, dir_b: str | os.PathLike) -> li
     for name in sorted(names[0]):
         (a, chroma_a), (b, chroma_b) = (_read_png(folder / name) for folder in folders)
         if a.shape != b.shape:
-            raise DataError(
-                f"{folders[1] / name}: size {b.shape} differs from {folders[0] / name} {a.shape}"
-            )
+            raise DataError(f"{folders[1] / name}: size {b.shape} differs from {folders[0] / name} {a.shape}")
         pairs.append(Pair(name, a, b, chroma_b if chroma_b is not None else chroma_a))
     return pairs
 

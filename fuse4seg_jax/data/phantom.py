@@ -54,9 +54,7 @@ _NOISE_SIGMA = 0.03
 _MIN_SIDE = 8
 
 
-def smooth_noise(
-    rng: np.random.Generator, shape: tuple[int, ...], cells: int, count: int = 1
-) -> np.ndarray:
+def smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], cells: int, count: int = 1) -> np.ndarray:
     """Random smooth fields: a coarse Gaussian grid interpolated with Gaussian kernels.
 
     Interpolation is separable (one small matrix per axis), so a 240 x 240 x 155 field costs a
@@ -88,9 +86,7 @@ def _soft(inside: np.ndarray, width: float) -> np.ndarray:
     return np.float32(0.5) * (np.float32(1.0) + np.tanh(inside / np.float32(2.0 * width)))
 
 
-def phantom_case(
-    rng: np.random.Generator, shape: tuple[int, int, int]
-) -> tuple[np.ndarray, np.ndarray]:
+def phantom_case(rng: np.random.Generator, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
     """One synthetic case.
 
     Arguments:
@@ -104,9 +100,7 @@ def phantom_case(
     side = np.asarray(shape, dtype=np.float32)
     semi = np.float32(0.42) * side * rng.uniform(0.92, 1.0, 3).astype(np.float32)
     q = [
-        ((np.arange(n, dtype=np.float32) - (n - 1) / 2) / a).reshape(
-            [-1 if i == d else 1 for i in range(3)]
-        )
+        ((np.arange(n, dtype=np.float32) - (n - 1) / 2) / a).reshape([-1 if i == d else 1 for i in range(3)])
         for d, (n, a) in enumerate(zip(shape, semi, strict=True))
     ]
     low = smooth_noise(rng, shape, cells=4, count=3 + len(_MODALITIES))
@@ -121,9 +115,7 @@ def phantom_case(
         np.minimum(
             *(
                 np.sqrt(
-                    ((q[0] - s * 0.14) / 0.09) ** 2
-                    + ((q[1] + 0.05) / 0.32) ** 2
-                    + ((q[2] - 0.1) / 0.18) ** 2
+                    ((q[0] - s * 0.14) / 0.09) ** 2 + ((q[1] + 0.05) / 0.32) ** 2 + ((q[2] - 0.1) / 0.18) ** 2
                 )
                 for s in (-1.0, 1.0)
             )
@@ -134,9 +126,7 @@ def phantom_case(
     centre = rng.standard_normal(3)
     centre *= rng.uniform(0.25, 0.45) / np.linalg.norm(centre)
     radius = rng.uniform(0.26, 0.4, 3)
-    d = np.sqrt(
-        sum(((q[i] - np.float32(centre[i])) / np.float32(radius[i])) ** 2 for i in range(3))
-    )
+    d = np.sqrt(sum(((q[i] - np.float32(centre[i])) / np.float32(radius[i])) ** 2 for i in range(3)))
     d_edema = d + np.float32(0.22) * deform_edema
     d_core = d + np.float32(0.08) * deform_core
     t_et = rng.uniform(0.55, 0.68)

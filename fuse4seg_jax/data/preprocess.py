@@ -13,9 +13,7 @@ BRATS_SIDE = 240
 CROP = (8, 232)  # 240 -> 224 loses no brain voxel in BraTS
 
 
-def normalise_volume(
-    volume: np.ndarray, percentiles: tuple[float, float] = CLIP_PERCENTILES
-) -> np.ndarray:
+def normalise_volume(volume: np.ndarray, percentiles: tuple[float, float] = CLIP_PERCENTILES) -> np.ndarray:
     """Clip the brain voxels to their percentiles, then min-max them to [0, 1]; background stays 0.
 
     Arguments:

@@ -72,8 +72,7 @@ def brats_config(
     percent = "-".join(f"{100 * f:g}" for f in fractions)
     return BratsConfig(
         name=f"{'-'.join(modalities)}_seed{split_seed}_{percent}_axis{slice_axis}",
-        description=f"modalities {', '.join(modalities)}; "
-        f"patient split {percent} % by seed {split_seed}",
+        description=f"modalities {', '.join(modalities)}; patient split {percent} % by seed {split_seed}",
         modalities=modalities,
         split_seed=int(split_seed),
         fractions=fractions,
@@ -114,12 +113,8 @@ class Fuse4segBrats(tfds.core.GeneratorBasedBuilder):
             features=tfds.features.FeaturesDict(
                 {
                     # zlib: the in-plane size is only known from the data, and it halves the disk.
-                    "image": tfds.features.Tensor(
-                        shape=(None, None, n), dtype=np.float32, encoding="zlib"
-                    ),
-                    "label": tfds.features.Tensor(
-                        shape=(None, None), dtype=np.int32, encoding="zlib"
-                    ),
+                    "image": tfds.features.Tensor(shape=(None, None, n), dtype=np.float32, encoding="zlib"),
+                    "label": tfds.features.Tensor(shape=(None, None), dtype=np.int32, encoding="zlib"),
                     "case_id": tfds.features.Text(),
                     "slice": tfds.features.Scalar(dtype=np.int32),
                     "spacing": tfds.features.Tensor(shape=(3,), dtype=np.float32),

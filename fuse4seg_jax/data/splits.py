@@ -37,8 +37,7 @@ def split_counts(num_cases: int, fractions: Sequence[float]) -> list[int]:
     wanted = int((f > 0).sum())
     if num_cases < wanted:
         raise DataError(
-            f"{num_cases} cases cannot fill {wanted} non-empty splits "
-            f"(--fractions {list(fractions)})"
+            f"{num_cases} cases cannot fill {wanted} non-empty splits (--fractions {list(fractions)})"
         )
     exact = f * num_cases
     counts = np.where(f > 0, np.maximum(np.floor(exact), 1), 0).astype(int)
@@ -69,7 +68,4 @@ def split_cases(
     counts = split_counts(len(ids), fractions)
     order = np.random.default_rng(seed).permutation(len(ids))
     bounds = np.cumsum([0, *counts])
-    return {
-        name: sorted(ids[i] for i in order[bounds[k] : bounds[k + 1]])
-        for k, name in enumerate(SPLITS)
-    }
+    return {name: sorted(ids[i] for i in order[bounds[k] : bounds[k + 1]]) for k, name in enumerate(SPLITS)}

@@ -85,9 +85,7 @@ def adversarial_losses(
         "minimax": generator_loss_minimax,
     }
     if generator_form not in generator_losses:
-        raise ValueError(
-            f"generator_form must be one of {sorted(generator_losses)}, got {generator_form!r}"
-        )
+        raise ValueError(f"generator_form must be one of {sorted(generator_losses)}, got {generator_form!r}")
     return AdversarialLosses(
         generator=generator_losses[generator_form](fake_logits),
         discriminator=discriminator_loss(real_logits, fake_logits),

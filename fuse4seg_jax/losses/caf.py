@@ -104,9 +104,7 @@ def caf_weights(beta_logits: jax.Array) -> jax.Array:
 def _perceptual_l1(feature_fn: FeatureFn, fused: jax.Array, source: jax.Array) -> jax.Array:
     fused_features = jax.tree.leaves(feature_fn(fused))
     source_features = jax.tree.leaves(jax.lax.stop_gradient(feature_fn(source)))
-    return sum(
-        jnp.mean(jnp.abs(f - s)) for f, s in zip(fused_features, source_features, strict=True)
-    )
+    return sum(jnp.mean(jnp.abs(f - s)) for f, s in zip(fused_features, source_features, strict=True))
 
 
 def caf_terms(fused: jax.Array, sources: jax.Array, feature_fn: FeatureFn) -> dict[str, jax.Array]:

@@ -17,9 +17,7 @@ def _normalised_class_weights(
         return jnp.ones((num_classes,), dtype)
     class_weights = jnp.asarray(class_weights, dtype)
     if class_weights.shape != (num_classes,):
-        raise ValueError(
-            f"class_weights has shape {class_weights.shape}, expected ({num_classes},)"
-        )
+        raise ValueError(f"class_weights has shape {class_weights.shape}, expected ({num_classes},)")
     # Weights are rescaled to mean 1 so that a perfect prediction scores exactly 0 whatever
     # their scale; with mean-1 weights this is the paper's 1 - (1/C) sum_c w_c Dice_c.
     return class_weights * (num_classes / jnp.sum(class_weights))

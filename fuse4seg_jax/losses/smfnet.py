@@ -98,9 +98,7 @@ def lovasz_softmax_loss(probs: jax.Array, labels: jax.Array) -> jax.Array:
     return jnp.sum(present * per_class) / jnp.maximum(jnp.sum(present), 1.0)
 
 
-def decomposition_loss_with_interaction(
-    low: jax.Array, high: jax.Array, interaction: jax.Array
-) -> jax.Array:
+def decomposition_loss_with_interaction(low: jax.Array, high: jax.Array, interaction: jax.Array) -> jax.Array:
     """SMFNet eq. 27: ``(CC(high)^2 + CC(interaction)^2) / (1.01 + CC(low))`` over modality pairs.
 
     CC is :func:`fuse4seg_jax.losses.correlation_coefficient` between two modalities' features;

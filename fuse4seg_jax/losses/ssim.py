@@ -54,9 +54,7 @@ def ssim(a: jax.Array, b: jax.Array) -> jax.Array:
         scalar mean of the SSIM map over batch, channels and valid pixels; 1 for identical images.
     """
     if a.shape != b.shape or a.ndim != 4:
-        raise ValueError(
-            f"ssim: expected two (B, H, W, C) arrays of one shape, got {a.shape} and {b.shape}"
-        )
+        raise ValueError(f"ssim: expected two (B, H, W, C) arrays of one shape, got {a.shape} and {b.shape}")
     if min(a.shape[1:3]) < WINDOW_SIZE:
         raise ValueError(
             f"ssim: images must be at least {WINDOW_SIZE}x{WINDOW_SIZE} for the 'valid' Gaussian "

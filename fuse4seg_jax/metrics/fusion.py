@@ -58,9 +58,7 @@ def to_grey_levels(image: np.ndarray, name: str = "image") -> np.ndarray:
         if not np.all(np.isfinite(image)):
             raise DataError(f"{name}: holds NaN or infinite values")
         if image.size and (image.min() < 0.0 or image.max() > 1.0):
-            raise DataError(
-                f"{name}: float images must lie in [0, 1] (min {image.min()}, max {image.max()})"
-            )
+            raise DataError(f"{name}: float images must lie in [0, 1] (min {image.min()}, max {image.max()})")
         return np.round(image.astype(np.float64) * 255.0)
     raise DataError(f"{name}: unsupported dtype {image.dtype}")
 
@@ -111,9 +109,7 @@ def spatial_frequency(fused: np.ndarray) -> float:
     vertical ones.
     """
     image = _single(fused)
-    return float(
-        np.sqrt(np.mean(np.diff(image, axis=1) ** 2) + np.mean(np.diff(image, axis=0) ** 2))
-    )
+    return float(np.sqrt(np.mean(np.diff(image, axis=1) ** 2) + np.mean(np.diff(image, axis=0) ** 2)))
 
 
 def average_gradient(fused: np.ndarray) -> float:
@@ -127,9 +123,12 @@ def average_gradient(fused: np.ndarray) -> float:
 
 
 def _mutual_information(a: np.ndarray, b: np.ndarray) -> float:
-    joint = np.bincount(
-        (a.astype(np.intp) * 256 + b.astype(np.intp)).ravel(), minlength=256 * 256
-    ).reshape(256, 256) / a.size
+    joint = (
+        np.bincount((a.astype(np.intp) * 256 + b.astype(np.intp)).ravel(), minlength=256 * 256).reshape(
+            256, 256
+        )
+        / a.size
+    )
     pa, pb = joint.sum(axis=1), joint.sum(axis=0)
     nz = joint > 0
     return float(np.sum(joint[nz] * np.log(joint[nz] / np.outer(pa, pb)[nz])))
@@ -358,9 +357,7 @@ AGAINST_SOURCES = {
 _COMPAT = {"Qabf", "SSIM", "PSNR"}
 
 
-def fusion_scores(
-    fused: np.ndarray, sources: np.ndarray, cddfuse_compat: bool = False
-) -> dict[str, float]:
+def fusion_scores(fused: np.ndarray, sources: np.ndarray, cddfuse_compat: bool = False) -> dict[str, float]:
     """Every fusion metric of one fused image against its sources.
 
     Arguments:

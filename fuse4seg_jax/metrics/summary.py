@@ -89,9 +89,7 @@ def summarise(rows: Sequence[Mapping[str, object]], label: str = "mean ± std") 
         "|---|---|" + "---|" * len(stats),
         f"| {label} | {n_scored} | " + " | ".join(cells) + " |",
     ]
-    unscored = [
-        f"{r.get('case', '?')} ({r['status']})" for r in rows if r.get("status", "ok") != "ok"
-    ]
+    unscored = [f"{r.get('case', '?')} ({r['status']})" for r in rows if r.get("status", "ok") != "ok"]
     if unscored:
         lines += ["", f"Not scored ({len(unscored)} of {len(rows)}): " + ", ".join(unscored)]
     return "\n".join(lines) + "\n"

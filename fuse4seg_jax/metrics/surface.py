@@ -90,9 +90,7 @@ def surface_distances_mm(
     return a_to_b, b_to_a
 
 
-def hd95_mm(
-    pred: np.ndarray, truth: np.ndarray, spacing_mm: Sequence[float] = (1.0, 1.0, 1.0)
-) -> float:
+def hd95_mm(pred: np.ndarray, truth: np.ndarray, spacing_mm: Sequence[float] = (1.0, 1.0, 1.0)) -> float:
     """95th-percentile Hausdorff distance in mm: max of the two directed 95th percentiles.
 
     Arguments:

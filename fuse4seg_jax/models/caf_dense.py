@@ -70,13 +70,9 @@ class CAFDenseFusion(nnx.Module):
             raise ConfigError(f"num_modalities must be >= 2 to fuse, got {num_modalities}")
         self.num_modalities = num_modalities
         self.stem = nnx.Conv(num_modalities, width, (3, 3), rngs=rngs)
-        self.blocks = nnx.List(
-            [DenseBlock(width, growth, dense_layers, rngs=rngs) for _ in range(blocks)]
-        )
+        self.blocks = nnx.List([DenseBlock(width, growth, dense_layers, rngs=rngs) for _ in range(blocks)])
         block_out = width + dense_layers * growth
-        self.transitions = nnx.List(
-            [nnx.Conv(block_out, width, (1, 1), rngs=rngs) for _ in range(blocks)]
-        )
+        self.transitions = nnx.List([nnx.Conv(block_out, width, (1, 1), rngs=rngs) for _ in range(blocks)])
         self.head = nnx.Conv(width, 1, (3, 3), rngs=rngs)
 
     def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
@@ -85,4 +81,3 @@ class CAFDenseFusion(nnx.Module):
         for block, transition in zip(self.blocks, self.transitions, strict=True):
             x = jax.nn.relu(transition(block(x)))
         return {"fused": jax.nn.sigmoid(self.head(x))}
-

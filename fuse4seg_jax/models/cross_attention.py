@@ -63,12 +63,8 @@ class CrossAttentionFusion(nnx.Module):
             raise ConfigError(f"patch must be >= 1, got {patch}")
         self.num_modalities, self.heads, self.patch = num_modalities, heads, patch
         self.embed = nnx.Conv(1, dim, (3, 3), use_bias=False, rngs=rngs)
-        self.blocks = nnx.List(
-            [RestormerBlock(dim, heads, rngs=rngs) for _ in range(encoder_blocks)]
-        )
-        self.tokenise = nnx.Conv(
-            dim, dim, (patch, patch), strides=patch, padding="VALID", rngs=rngs
-        )
+        self.blocks = nnx.List([RestormerBlock(dim, heads, rngs=rngs) for _ in range(encoder_blocks)])
+        self.tokenise = nnx.Conv(dim, dim, (patch, patch), strides=patch, padding="VALID", rngs=rngs)
         self.query = nnx.Linear(dim, dim, use_bias=False, rngs=rngs)
         self.key = nnx.Linear(dim, dim, use_bias=False, rngs=rngs)
         self.value = nnx.Linear(dim, dim, use_bias=False, rngs=rngs)
@@ -110,4 +106,3 @@ class CrossAttentionFusion(nnx.Module):
         attended = jax.image.resize(attended, (b, h, w, c), method="bilinear")
         image = self.decoder(jnp.concatenate([features.reshape(n, b, h, w, c)[0], attended], -1))
         return {"fused": min_max_per_image(image), "attention": attention}
-

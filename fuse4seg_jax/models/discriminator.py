@@ -49,4 +49,3 @@ class Discriminator(nnx.Module):
         for conv, norm in zip(self.convs[1:], self.norms, strict=True):
             x = jax.nn.leaky_relu(norm(conv(x)), negative_slope=0.2)
         return self.logit(jnp.mean(x, axis=(1, 2)))[:, 0]
-

@@ -206,4 +206,3 @@ class FrequencyDecoupledFusion(nnx.Module):
             "low": out["low"].reshape(n, b, h, w, -1),
             "high": out["high"].reshape(n, b, h, w, -1),
         }
-

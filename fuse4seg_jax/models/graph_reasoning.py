@@ -66,8 +66,7 @@ def gated_messages(nodes: jax.Array, edge: nnx.Linear, axis: int) -> jax.Array:
     count = nodes.shape[axis]
     projected = edge(nodes)
     total = sum(
-        jax.nn.sigmoid(projected - lax.index_in_dim(projected, k, axis))
-        * lax.index_in_dim(nodes, k, axis)
+        jax.nn.sigmoid(projected - lax.index_in_dim(projected, k, axis)) * lax.index_in_dim(nodes, k, axis)
         for k in range(count)
     )
     # the k == l term has gate sigmoid(0) = 1/2; a node sends no message to itself.

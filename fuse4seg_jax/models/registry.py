@@ -65,9 +65,7 @@ def create(family: str, name: str, *, key: jax.Array, **sizes: Any) -> tuple[Pur
         ConfigError: unknown family or name, or sizes the constructor does not accept.
     """
     if (family, name) not in _REGISTRY:
-        raise ConfigError(
-            f"unknown {family} model {name!r}; available: {', '.join(names(family)) or 'none'}"
-        )
+        raise ConfigError(f"unknown {family} model {name!r}; available: {', '.join(names(family)) or 'none'}")
     try:
         module = _REGISTRY[(family, name)](rngs=nnx.Rngs(key), **sizes)
     except TypeError as err:

@@ -138,7 +138,11 @@ class GDFN(nnx.Module):
     ):
         self.project_in = nnx.Conv(dim, 2 * hidden, (1, 1), use_bias=bias, rngs=rngs)
         self.mix = GroupedConv(
-            2 * hidden, 2 * hidden, (3, 3), groups=2 * hidden // channels_per_group, use_bias=bias,
+            2 * hidden,
+            2 * hidden,
+            (3, 3),
+            groups=2 * hidden // channels_per_group,
+            use_bias=bias,
             rngs=rngs,
         )
         self.project_out = nnx.Conv(hidden, dim, (1, 1), use_bias=bias, rngs=rngs)

@@ -84,9 +84,7 @@ class ResidualTransformerGroup(nnx.Module):
     """SMFNet's base branch: ``conv3x3(blocks(F)) + F`` (eq. 9-10)."""
 
     def __init__(self, dim: int, heads: int, blocks: int, expansion: float, *, rngs: nnx.Rngs):
-        self.blocks = nnx.List(
-            [transformer_block(dim, heads, expansion, rngs=rngs) for _ in range(blocks)]
-        )
+        self.blocks = nnx.List([transformer_block(dim, heads, expansion, rngs=rngs) for _ in range(blocks)])
         self.conv = nnx.Conv(dim, dim, (3, 3), rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -150,9 +148,7 @@ class Decoder(nnx.Module):
 
     def __init__(self, dim: int, heads: int, blocks: int, expansion: float, *, rngs: nnx.Rngs):
         self.reduce = nnx.Conv(3 * dim, dim, (1, 1), use_bias=False, rngs=rngs)
-        self.blocks = nnx.List(
-            [transformer_block(dim, heads, expansion, rngs=rngs) for _ in range(blocks)]
-        )
+        self.blocks = nnx.List([transformer_block(dim, heads, expansion, rngs=rngs) for _ in range(blocks)])
         self.head = nnx.Conv(dim, dim // 2, (3, 3), use_bias=False, rngs=rngs)
         self.out = nnx.Conv(dim // 2, 1, (3, 3), use_bias=False, rngs=rngs)
 
@@ -202,9 +198,7 @@ class SMFNet(nnx.Module):
         check_sizes(num_modalities, dim, heads)
         factors = tuple(graph_factors)
         if len(factors) < 2 or len(set(factors)) != len(factors) or min(factors) < 1:
-            raise ConfigError(
-                f"graph_factors must be at least two distinct integers >= 1, got {factors}"
-            )
+            raise ConfigError(f"graph_factors must be at least two distinct integers >= 1, got {factors}")
         self.num_modalities = num_modalities
         self.embed = nnx.Conv(1, dim, (3, 3), use_bias=False, rngs=rngs)
         self.shallow = nnx.List(
