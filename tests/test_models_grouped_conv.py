@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from fuse4seg_jax.models.grouped_conv import GroupedConv
+from fuse4seg_jax.models.grouped_conv import GroupedConv, grouped_conv, native_conv, shifted_sum_conv
 
 
 @pytest.mark.parametrize(
@@ -36,3 +36,13 @@ def test_matches_flax_grouped_convolution(c_in, c_out, groups, k, padding):
 def test_rejects_kernels_that_do_not_fit_the_groups():
     with pytest.raises(ValueError, match="does not fit"):
         GroupedConv(6, 6, (2, 2), groups=6, rngs=nnx.Rngs(0))(jnp.zeros((1, 4, 4, 6)))
+
+
+@pytest.mark.parametrize("c_in, c_out, groups", [(6, 6, 6), (8, 8, 4), (4, 8, 2)])
+def test_the_cpu_and_accelerator_forms_agree(c_in, c_out, groups):
+    # grouped_conv lowers shifted_sum_conv on CPU and native_conv elsewhere: both must agree.
+    x = jax.random.normal(jax.random.key(0), (2, 9, 8, c_in))
+    kernel = jax.random.normal(jax.random.key(1), (3, 5, c_in // groups, c_out))
+    np.testing.assert_allclose(shifted_sum_conv(x, kernel, groups), native_conv(x, kernel, groups), atol=1e-5)
+    lowered = jax.jit(lambda x, k: grouped_conv(x, k, groups, "VALID")).lower(x, kernel).as_text()
+    assert "feature_group_count" not in lowered  # lowered for CPU: the shifted sum only
