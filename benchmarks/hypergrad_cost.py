@@ -17,14 +17,13 @@ Usage (repository root): ``python -m benchmarks.hypergrad_cost [--rounds 5]``.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import optax
 
 import bilevel
+from benchmarks._timing import time_interleaved
 from bilevel import inner_loop
 
 BATCH, SIZE, MODALITIES, CLASSES, WIDTH = 4, 32, 2, 4, 8
@@ -165,15 +164,10 @@ def main() -> None:
         "joint": bilevel.make_solver("joint"),
     }
     compiled = {name: compile_step(s, state, inner_batches, outer_batch) for name, s in solvers.items()}
-    times = {name: [] for name in solvers}
-    for fn in compiled.values():  # first runs (allocation, caches) are not timed
-        jax.block_until_ready(fn(state, inner_batches, outer_batch))
-    for _ in range(args.rounds):
-        for name, fn in compiled.items():
-            start = time.perf_counter()
-            jax.block_until_ready(fn(state, inner_batches, outer_batch))
-            times[name].append(time.perf_counter() - start)
-    median = {name: statistics.median(t) for name, t in times.items()}
+    median = time_interleaved(
+        {name: (lambda fn=fn: fn(state, inner_batches, outer_batch)) for name, fn in compiled.items()},
+        rounds=args.rounds,
+    )
     memory = {name: peak_mib(fn) for name, fn in compiled.items()}
 
     print(f"one outer step, K = {args.k}, {jax.devices()[0].platform}, median of {args.rounds} rounds")
