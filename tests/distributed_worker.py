@@ -13,6 +13,7 @@ import sys
 
 os.environ["JAX_PLATFORMS"] = "cpu"
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+os.environ["JAX_NUM_CPU_DEVICES"] = "2"  # the test session's 8 would otherwise be inherited
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -41,7 +42,8 @@ def main() -> None:
         tr, val = (put_batch(mesh, process_rows(b)) for b in (tr, val))
         state, _ = trainer.steps["bilevel"](state, tr, val)
     leader = jax.tree.map(
-        lambda x: np.asarray(jax.experimental.multihost_utils.process_allgather(x)), state["leader"]
+        lambda x: np.asarray(jax.experimental.multihost_utils.process_allgather(x, tiled=True)),
+        state["leader"],
     )
     checksum = float(sum(np.abs(x).sum() for x in jax.tree.leaves(leader)))
     with open(out, "w") as f:

@@ -1,9 +1,11 @@
 """Data-parallel training on 8 simulated CPU devices gives the numbers of one device."""
 
 import json
+import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -15,6 +17,8 @@ from fuse4seg_jax.train.checkpoint import Checkpoints
 from fuse4seg_jax.train.config import load_config
 from fuse4seg_jax.train.loop import ensure_dataset
 from fuse4seg_jax.train.sharding import fsdp_spec, make_mesh, put_batch
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # float32 sums over a batch split 8 ways are reduced in another order than on one device, and the
 # leader's hypergradient amplifies that (the decomposition loss divides by small correlations).
@@ -120,10 +124,23 @@ def test_two_processes_on_loopback_match_one_process(tiny_overrides, tiny_traine
     outs = [tmp_path / f"p{i}.json" for i in range(2)]
     procs = [
         subprocess.Popen(
-            [sys.executable, "tests/distributed_worker.py", str(i), str(port), str(outs[i]), *overrides],
+            [
+                sys.executable,
+                str(ROOT / "tests" / "distributed_worker.py"),
+                str(i),
+                str(port),
+                str(outs[i]),
+                *overrides,
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            # the repository on the path: the workers import the package whether or not it is installed
+            env={
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+            },
+            cwd=ROOT,
         )
         for i in range(2)
     ]
