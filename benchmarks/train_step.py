@@ -6,6 +6,7 @@ so no dataset is needed. On a GPU, ``--paper`` times paper-size models at 224 x 
 images per second.
 
     python -m benchmarks.train_step [--rounds 5] [--solvers first_order,unrolled,...] [--paper]
+        [--config.KEY=VALUE ...]   (e.g. --config.bilevel.options.solve_loop=while)
 """
 
 from __future__ import annotations
@@ -36,7 +37,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--solvers", default=",".join(SOLVERS))
     parser.add_argument("--paper", action="store_true", help="paper sizes (224 x 224, batch 8)")
-    args = parser.parse_args()
+    args, overrides = parser.parse_known_args()
+    bad = [o for o in overrides if not o.startswith("--config.")]
+    if bad:
+        parser.error(f"unrecognized arguments: {' '.join(bad)} (config overrides are --config.KEY=VALUE)")
 
     from benchmarks._timing import print_table, time_interleaved
 
@@ -45,7 +49,7 @@ def main() -> None:
     mesh = make_mesh(-1)
     fns, images = {}, {}
     for solver in args.solvers.split(","):
-        config = load_config(config_file, [f"--config.bilevel.solver={solver}"])
+        config = load_config(config_file, [*overrides, f"--config.bilevel.solver={solver}"])
         trainer = Trainer(config, mesh, num_modalities=len(config.data.modalities))
         n = len(config.data.modalities)
         tr = put_batch(mesh, synthetic_batch(config.batch.tr_size, size, size, n, 0))
