@@ -60,6 +60,13 @@ def generator_loss_minimax(fake_logits: jax.Array) -> jax.Array:
     return jnp.mean(jax.nn.log_sigmoid(-fake_logits))
 
 
+# The generator's loss by its ``generator_form`` name.
+GENERATOR_LOSSES = {
+    "non_saturating": generator_loss_non_saturating,
+    "minimax": generator_loss_minimax,
+}
+
+
 def adversarial_losses(
     real_logits: jax.Array,
     fake_logits: jax.Array,
@@ -80,13 +87,9 @@ def adversarial_losses(
     Returns:
         :class:`AdversarialLosses` ``(generator, discriminator)`` of scalars.
     """
-    generator_losses = {
-        "non_saturating": generator_loss_non_saturating,
-        "minimax": generator_loss_minimax,
-    }
-    if generator_form not in generator_losses:
-        raise ValueError(f"generator_form must be one of {sorted(generator_losses)}, got {generator_form!r}")
+    if generator_form not in GENERATOR_LOSSES:
+        raise ValueError(f"generator_form must be one of {sorted(GENERATOR_LOSSES)}, got {generator_form!r}")
     return AdversarialLosses(
-        generator=generator_losses[generator_form](fake_logits),
+        generator=GENERATOR_LOSSES[generator_form](fake_logits),
         discriminator=discriminator_loss(real_logits, fake_logits),
     )

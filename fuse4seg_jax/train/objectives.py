@@ -160,7 +160,7 @@ class Objectives:
         terms = self.fusion_terms(self.fuse(leader, batch["image"]), batch["image"])
         return self._fusion_penalty(terms), terms
 
-    def _reconstruct_each(self, leader: Any, images: jax.Array) -> dict[str, jax.Array]:
+    def _autoencode(self, leader: Any, images: jax.Array) -> dict[str, jax.Array]:
         """The leader's ``autoencode`` pass: ``images``, ``low``, ``high`` stacked modality-major,
         ``(N, B, H, W, C)``, as float32."""
         dtype = jnp.dtype(self.compute_dtype)
@@ -178,7 +178,7 @@ class Objectives:
 
     def pretrain_loss(self, leader: Any, _: Any, batch: Batch):
         """Autoencoder pre-training (CDDFuse phase I): per modality 5 SSIM-loss + MSE, + 2 L_decomp."""
-        terms = self._autoencoder_terms(self._reconstruct_each(leader, batch["image"]), batch["image"])
+        terms = self._autoencoder_terms(self._autoencode(leader, batch["image"]), batch["image"])
         return terms["recon"] + 2.0 * terms["decomp"], terms
 
     def _judge(self, discriminators: Any, images: jax.Array) -> jax.Array:
@@ -199,16 +199,13 @@ class Objectives:
         ``G`` is ``generator_form``: v1 eq. 10's ``log(1 - D)`` (``minimax``) or non-saturating.
         """
         images = batch["image"]
-        rec = self._reconstruct_each(leader, images)
+        rec = self._autoencode(leader, images)
         terms = self._autoencoder_terms(rec, images)
         fake = rec["images"]
         real_logits = self._judge(discriminators, modality_major(images))
         fake_logits = self._judge(discriminators, jax.lax.stop_gradient(fake))
         fooled_logits = self._judge(jax.lax.stop_gradient(discriminators), fake)
-        generator_loss = {
-            "minimax": losses.generator_loss_minimax,
-            "non_saturating": losses.generator_loss_non_saturating,
-        }[self.generator_form]
+        generator_loss = losses.GENERATOR_LOSSES[self.generator_form]
         # the losses average over (N, B); v1 eq. 10 sums its per-modality expectations
         n = images.shape[-1]
         generator = n * generator_loss(fooled_logits)

@@ -26,7 +26,7 @@ import optax
 from jax.sharding import Mesh
 
 import bilevel
-from fuse4seg_jax import models
+from fuse4seg_jax import losses, models
 from fuse4seg_jax.errors import ConfigError
 from fuse4seg_jax.train import sharding
 from fuse4seg_jax.train.objectives import FOLLOWER_INPUTS, Objectives, microbatched
@@ -76,10 +76,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                 f"config key model.discriminator = {config.model.discriminator!r}; "
                 f"available: {', '.join(models.names('discriminator'))}"
             )
-        if config.loss.generator_form not in ("minimax", "non_saturating"):
+        if config.loss.generator_form not in losses.GENERATOR_LOSSES:
             raise ConfigError(
                 f"config key loss.generator_form = {config.loss.generator_form!r}; "
-                "expected minimax or non_saturating"
+                f"expected one of {', '.join(sorted(losses.GENERATOR_LOSSES))}"
             )
     _solver_from_config(config)
 
