@@ -52,7 +52,7 @@ def test_baselines_keep_compute_equal():
     disjoint = load_config("configs/baseline_disjoint.py:demo")
     follower_updates = full.stages.follower + full.bilevel.inner_steps * full.stages.bilevel
     assert avg.stages.follower == follower_updates and avg.stages.bilevel == 0
-    assert avg.eval_input == "average"
+    assert avg.eval_input == "average" and avg.stages.pretrain == 0  # it has no leader to pre-train
     assert disjoint.stages.fusion == full.stages.bilevel
     assert disjoint.stages.follower == follower_updates and disjoint.eval_input == "fused"
     assert load_config("configs/baseline_no_grad.py").loss.beta == 0.0
@@ -103,3 +103,15 @@ def test_metrics_log_drops_lines_after_the_restored_step(tmp_path):
     log.write({"step": 30, "stage": "follower", "loss": 3.0})
     log.close()
     assert [(r["step"], r["loss"]) for r in read_metrics(path)] == [(10, 10.0), (20, 20.0), (30, 3.0)]
+
+
+def test_a_slow_leader_ema_for_the_rollout_is_warned_about():
+    from fuse4seg_jax.train.trainer import config_warnings
+
+    assert config_warnings(load_config("configs/demo.py")) == []
+    paper_ema = load_config("configs/demo.py", ["--config.bilevel.ema=0.99"])
+    (warning,) = config_warnings(paper_ema)
+    assert "bilevel.ema" in warning and "61%" in warning  # 0.99 ** 50
+    assert config_warnings(load_config("configs/brats2021_t1ce_flair.py")) == []
+    average = load_config("configs/baseline_average.py:demo", ["--config.bilevel.ema=0.99"])
+    assert config_warnings(average) == []  # no leader steps: nothing to warn about

@@ -24,12 +24,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
     from pathlib import Path
 
     from fuse4seg_jax.train.config import load_config
     from fuse4seg_jax.train.loop import run_training
+    from fuse4seg_jax.train.trainer import config_warnings
 
     config = load_config(args.config, args.config_overrides)
+    for warning in config_warnings(config):
+        print(f"warning: {warning}", file=sys.stderr)
     workdir = args.workdir or str(Path("runs") / Path(args.config.partition(":")[0]).stem)
     result = run_training(
         config, workdir, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress

@@ -84,6 +84,21 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _solver_from_config(config)
 
 
+def config_warnings(config: ml_collections.ConfigDict) -> list[str]:
+    """Choices that run but probably not as meant; each message names the key."""
+    warnings = []
+    ema_steps = config.stages.fusion + config.stages.bilevel
+    start_weight = config.bilevel.ema**ema_steps
+    if ema_steps > 0 and config.eval_input == "fused" and start_weight > 0.1:
+        warnings.append(
+            f"config key bilevel.ema = {config.bilevel.ema}: after {ema_steps} leader steps the "
+            f"evaluated (EMA) leader still weighs its starting point by {start_weight:.0%} "
+            f"(ema ** steps), so the follower is scored on a leader it was not trained against; "
+            f"a smaller bilevel.ema or more steps avoid that"
+        )
+    return warnings
+
+
 class Trainer:
     """Everything one run needs to take steps: models, objectives, optimisers, jitted steps.
 
