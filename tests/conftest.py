@@ -22,6 +22,7 @@ def tiny_overrides(tmp_path_factory) -> list[str]:
         "--config.model.segmentation_sizes.depths=(1, 1)",
         "--config.model.segmentation_sizes.bottleneck_heads=1",
         "--config.model.segmentation_sizes.kernel_size=3",
+        "--config.stages.pretrain=2",
         "--config.stages.follower=2",
         "--config.stages.bilevel=2",
         "--config.bilevel.inner_steps=2",
@@ -50,23 +51,23 @@ def standard_promotion():
 
 @pytest.fixture(scope="session")
 def tiny_trainer(tiny_overrides):
-    """``tiny_trainer(*overrides, devices=1)``: a Trainer of the tiny config, cached per arguments.
+    """``tiny_trainer(*overrides, devices=1)``: a Trainer of the tiny config, cached per config.
 
     Compiling the bi-level step dominates the pipeline tests' time; tests that need the same
-    trainer share one, so each step function compiles once per session.
+    config (however its overrides are spelled) share one trainer, so each step function compiles
+    once per session.
     """
-    from fuse4seg_jax.train.config import load_config
+    from fuse4seg_jax.train.config import load_config, to_json
     from fuse4seg_jax.train.sharding import make_mesh
     from fuse4seg_jax.train.trainer import Trainer
 
     cache = {}
 
     def get(*overrides: str, devices: int = 1):
-        key = (overrides, devices)
+        mesh_override = f"--config.mesh.data={devices}"
+        config = load_config("configs/demo.py", [*tiny_overrides, *overrides, mesh_override])
+        key = (to_json(config), devices)
         if key not in cache:
-            config = load_config(
-                "configs/demo.py", [*tiny_overrides, *overrides, f"--config.mesh.data={devices}"]
-            )
             cache[key] = Trainer(config, make_mesh(devices), num_modalities=2)
         return cache[key]
 
