@@ -18,6 +18,18 @@ def tiny_rgb():
     return models.create("segmentation", "convnext_unet", key=jax.random.key(0), in_channels=3, **TINY)
 
 
+@pytest.fixture(scope="module")
+def cross_entropy_grad(tiny_rgb):
+    """``grad(params, x, labels)``: the pixel cross-entropy's gradient, compiled once per module."""
+    model, _ = tiny_rgb
+
+    def loss(p, x, labels):
+        logp = jax.nn.log_softmax(model.apply(p, x))
+        return -jnp.mean(jnp.take_along_axis(logp, labels[..., None], axis=-1))
+
+    return jax.jit(jax.grad(loss))
+
+
 @pytest.mark.parametrize("in_channels", [1, 3])
 @pytest.mark.parametrize("size", [(8, 8), (6, 10), (4, 2)])
 def test_logits_at_input_resolution(in_channels, size):
@@ -71,16 +83,11 @@ def test_samples_are_segmented_independently(tiny_rgb):
     np.testing.assert_allclose(logits[1], logits_other[1], rtol=1e-5, atol=1e-5)
 
 
-def test_gradients_are_finite_and_reach_every_parameter(tiny_rgb):
-    model, params = tiny_rgb
+def test_gradients_are_finite_and_reach_every_parameter(tiny_rgb, cross_entropy_grad):
+    _, params = tiny_rgb
     x = jax.random.uniform(jax.random.key(3), (2, 8, 8, 3))
     labels = jax.random.randint(jax.random.key(4), (2, 8, 8), 0, 4)
-
-    def loss(p):
-        logp = jax.nn.log_softmax(model.apply(p, x))
-        return -jnp.mean(jnp.take_along_axis(logp, labels[..., None], axis=-1))
-
-    grads = jax.jit(jax.grad(loss))(params)
+    grads = cross_entropy_grad(params, x, labels)
     leaves = jax.tree.leaves(jax.device_get(grads))
     assert all(np.all(np.isfinite(g)) for g in leaves)
     assert all(np.any(g != 0) for g in leaves)
@@ -98,16 +105,11 @@ def test_convnext_block_size_and_near_identity_at_init():
     assert float(jnp.max(jnp.abs(jax.jit(pure.apply)(params, x) - x))) < 1e-4
 
 
-def test_gradients_stay_moderate_on_a_zero_background(tiny_rgb):
+def test_gradients_stay_moderate_on_a_zero_background(tiny_rgb, cross_entropy_grad):
     # skull-stripped MRI is exactly 0 outside the brain; with zero conv biases the LayerNorms there
     # divide by sqrt(eps) and the stem's gradient norm reached ~1e7-1e8 at initialisation.
-    model, params = tiny_rgb
+    _, params = tiny_rgb
     x = jnp.zeros((2, 8, 8, 3)).at[:, 2:6, 2:6].set(0.5)
     labels = jnp.zeros((2, 8, 8), jnp.int32).at[:, 3:5, 3:5].set(2)
-
-    def loss(p):
-        logp = jax.nn.log_softmax(model.apply(p, x))
-        return -jnp.mean(jnp.take_along_axis(logp, labels[..., None], axis=-1))
-
-    grads = jax.grad(loss)(params)
+    grads = cross_entropy_grad(params, x, labels)
     assert max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads)) < 100.0

@@ -46,23 +46,31 @@ def test_every_solver_takes_finite_outer_steps(solver, tiny_trainer, tiny_batche
     state = trainer.init_state()
     tr, val = (put_batch(trainer.mesh, b) for b in tiny_batches)
     k = trainer.config.bilevel.inner_steps
-    out = bilevel.hypergradient(
-        trainer.problem,
-        trainer.solver,
-        state["follower"],
-        state["leader"],
-        trainer.follower_opt,
-        state["follower_opt"],
-        jax.tree.map(lambda x: np.broadcast_to(x, (k, *x.shape)), tr),
-        val,
+    inner_batches = jax.tree.map(lambda x: np.broadcast_to(x, (k, *x.shape)), tr)
+
+    def hypergradient(follower, leader, follower_opt):
+        return bilevel.hypergradient(
+            trainer.problem,
+            trainer.solver,
+            follower,
+            leader,
+            trainer.follower_opt,
+            follower_opt,
+            inner_batches,
+            val,
+        ).hypergrad
+
+    # its tree traced, not compiled: the step below compiles the same graph
+    hypergrad = jax.eval_shape(hypergradient, state["follower"], state["leader"], state["follower_opt"])
+    assert jax.tree.map(lambda g: (g.shape, g.dtype), hypergrad) == jax.tree.map(
+        lambda p: (p.shape, p.dtype), state["leader"]
     )
-    assert jax.tree.structure(out.hypergrad) == jax.tree.structure(state["leader"])
-    assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(out.hypergrad))
-    assert float(out.diagnostics["hypergrad_norm"]) > 0
     before = jax.tree.map(np.asarray, state["leader"])
     for _ in range(2):
         state, metrics = trainer.steps["bilevel"](state, tr, val)
         assert np.isfinite(float(metrics["loss"])) and np.isfinite(float(metrics["inner_loss"]))
+        # a finite norm means every entry of the hypergradient the leader stepped with is finite
+        assert np.isfinite(float(metrics["hypergrad_norm"])) and float(metrics["hypergrad_norm"]) > 0
     assert int(state["step"]) == 2
     after = jax.tree.leaves(state["leader"])
     moved = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), after, strict=True)]
