@@ -66,7 +66,7 @@ def tiny_trainer(tiny_overrides):
     def get(*overrides: str, devices: int = 1):
         mesh_override = f"--config.mesh.data={devices}"
         config = load_config("configs/demo.py", [*tiny_overrides, *overrides, mesh_override])
-        key = (to_json(config), devices)
+        key = to_json(config)  # holds mesh.data, so the device count too
         if key not in cache:
             cache[key] = Trainer(config, make_mesh(devices), num_modalities=2)
         return cache[key]
