@@ -10,7 +10,7 @@ This package knows nothing about images and never imports ``fuse4seg_jax``.
 from bilevel.errors import SolverConfigError
 from bilevel.outer_loop import BilevelState, hypergradient, init, step
 from bilevel.problem import Problem
-from bilevel.registry import SOLVER_NAMES, make_solver, solver_options
+from bilevel.registry import make_solver, register_solver, solver_names, solver_options
 from bilevel.solvers import (
     DIAGNOSTIC_KEYS,
     FiniteDifference,
@@ -25,7 +25,6 @@ from bilevel.solvers import (
 
 __all__ = [
     "DIAGNOSTIC_KEYS",
-    "SOLVER_NAMES",
     "BilevelState",
     "FiniteDifference",
     "FirstOrder",
@@ -40,6 +39,8 @@ __all__ = [
     "hypergradient",
     "init",
     "make_solver",
+    "register_solver",
+    "solver_names",
     "solver_options",
     "step",
 ]

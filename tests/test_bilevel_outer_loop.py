@@ -112,7 +112,7 @@ def test_every_solver_reports_the_same_diagnostics_and_passes_aux_through():
 
         problem = bilevel.Problem(inner, outer, has_aux=True)
         y0 = cf.inner_solution(cf.outer_init)
-        for name in bilevel.SOLVER_NAMES:
+        for name in bilevel.solver_names():
             out = bilevel.hypergradient(
                 problem,
                 bilevel.make_solver(name),
