@@ -2,6 +2,9 @@
 
 import json
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
@@ -102,6 +105,47 @@ def test_resume_reproduces_the_uninterrupted_run(trained_run, tmp_path):
     assert json.loads((a / "scores.json").read_text()) == json.loads(
         (tmp_path / "b" / "scores.json").read_text()
     )
+
+
+def test_resume_survives_a_damaged_checkpoint_and_a_killed_writer(
+    trained_run, tiny_overrides, tmp_path, capsys
+):
+    from test_train_checkpoint import _HOLDER, _truncate_largest_file, _with_repo_path
+
+    trainer, a = trained_run
+    run = tmp_path / "c"
+    shutil.copytree(a, run)
+    newest = max(int(p.name) for p in (run / "checkpoints").iterdir())
+    _truncate_largest_file(run / "checkpoints" / str(newest))
+    cli = ["train", "--config", "configs/demo.py", *tiny_overrides, "--workdir", str(run), "--resume"]
+    # a first process holds the run folder: a second `train` is refused, naming it
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(run)], stdout=subprocess.PIPE, text=True, env=_with_repo_path()
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert main(cli) == 2
+        assert f"process {holder.pid}@" in capsys.readouterr().err
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    # inference trusts no damaged checkpoint
+    assert (
+        main(["fuse", "--run", str(run), "--case", str(tmp_path), "--out", str(tmp_path / "f.nii.gz")]) == 2
+    )
+    assert f"checkpoint step {newest} in" in capsys.readouterr().err
+    # resume falls back to the previous checkpoint and ends where the uninterrupted run ended
+    run_training(trainer.config, run, resume=True, progress=False, trainer=trainer)
+    assert f"checkpoint step {newest} is damaged" in capsys.readouterr().err
+    assert read_metrics(a / "metrics.jsonl") == read_metrics(run / "metrics.jsonl")
+    assert json.loads((a / "scores.json").read_text()) == json.loads((run / "scores.json").read_text())
+    # every checkpoint damaged: a clear error, exit 2, nothing deleted
+    for step in (run / "checkpoints").iterdir():
+        _truncate_largest_file(step)
+    before = sorted(run.rglob("*"))
+    assert main(cli) == 2
+    assert "every checkpoint in" in capsys.readouterr().err
+    assert sorted(run.rglob("*")) == before
 
 
 def test_a_run_leaves_its_report_pictures_and_scores(trained_run):

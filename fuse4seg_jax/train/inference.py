@@ -35,7 +35,12 @@ def load_run(workdir: str | Path) -> tuple[Trainer, State]:
     if checkpoints.latest_step() is None:
         raise DataError(f"{workdir / 'checkpoints'} holds no checkpoint: train the run first")
     trainer = Trainer(config, make_mesh(-1), num_modalities=len(config.data.modalities))
-    state = checkpoints.restore(trainer.abstract_state())
+    try:
+        state = checkpoints.restore(trainer.abstract_state())
+    except DataError as err:
+        raise DataError(
+            f"{err}; `fuse4seg train --resume` on {workdir} falls back to an intact one"
+        ) from None
     checkpoints.close()
     return trainer, state
 

@@ -21,7 +21,7 @@ from fuse4seg_jax.train.checkpoint import Checkpoints
 from fuse4seg_jax.train.config import to_json
 from fuse4seg_jax.train.evaluation import evaluate
 from fuse4seg_jax.train.report import write_report
-from fuse4seg_jax.train.rundir import MetricsLog, open_run
+from fuse4seg_jax.train.rundir import MetricsLog, open_run, run_lock
 from fuse4seg_jax.train.trainer import Trainer, validate_config
 
 
@@ -99,10 +99,27 @@ def run_training(
     Raises:
         TrainingError: a loss became non-finite; the last good checkpoint is kept and the message
             says how to resume.
+        ConfigError: another process is running in ``workdir`` (its process id is named).
+        DataError: ``resume`` and every checkpoint of the run is damaged (a damaged newest one
+            is moved aside and the run resumes from the newest intact one).
     """
     validate_config(config)
     if config.mesh.distributed:
         jax.distributed.initialize()
+    with run_lock(workdir):
+        return _train(
+            config,
+            workdir,
+            resume=resume,
+            overwrite=overwrite,
+            progress=progress,
+            stop_after=stop_after,
+            trainer=trainer,
+        )
+
+
+def _train(config, workdir, *, resume, overwrite, progress, stop_after, trainer) -> dict:
+    """:func:`run_training`'s work, with the run folder locked."""
     workdir = open_run(workdir, config, resume=resume, overwrite=overwrite)
     dataset = ensure_dataset(config)
     train_src = data.open_split(dataset, "train")
@@ -113,11 +130,8 @@ def run_training(
         raise ValueError("the trainer passed to run_training was built from another config")
     mesh = trainer.mesh
     checkpoints = Checkpoints(workdir / "checkpoints")
-    start = checkpoints.latest_step() if resume else None
-    if start is None:
-        state, start = trainer.init_state(), 0
-    else:
-        state = checkpoints.restore(trainer.abstract_state(), start)
+    restored = checkpoints.restore_latest_intact(trainer.abstract_state()) if resume else None
+    state, start = restored if restored is not None else (trainer.init_state(), 0)
     log = MetricsLog(workdir / "metrics.jsonl", restored_step=start)
     total = trainer.plan.total if stop_after is None else min(stop_after, trainer.plan.total)
     bar = tqdm(total=total, initial=start, disable=not progress, desc="train", dynamic_ncols=True)

@@ -4,12 +4,19 @@
 <workdir>/metrics.jsonl    one JSON object per logged step: {"step", "stage", <scalars>}
 <workdir>/checkpoints/     orbax checkpoints (see fuse4seg_jax.train.checkpoint)
 <workdir>/gallery.png, losses.png, hypergradient.png, report.md, scores.csv, scores.json
+<workdir>/.lock            held by the process that runs in the folder (see run_lock)
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import shutil
+import socket
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import ml_collections
@@ -21,6 +28,54 @@ from fuse4seg_jax.train.config import diff_configs, to_json
 # Keys a resumed run may change: they alter how (and on how many devices) it continues, not what
 # it is. Changing the learning rate is the usual way out of a NaN.
 RESUMABLE_KEYS = ("optim.", "mesh.", "eval.", "log_every", "checkpoint_every")
+LOCK = ".lock"
+
+
+@contextlib.contextmanager
+def run_lock(workdir: str | Path) -> Iterator[Path]:
+    """Hold ``<workdir>/.lock`` for the block, so that two processes never write one run.
+
+    The lock is ``flock``'s: the kernel releases it when its process ends, however it ends, so a
+    run killed with SIGKILL leaves no lock behind. The file records the holder (``pid@host``);
+    it is emptied on a clean release, so a name found in it on entry is a holder that was killed,
+    which is reported.
+
+    Raises:
+        ConfigError: another process holds the lock; the message names its process id.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 256, 0).decode(errors="replace").strip() or "unknown"
+            raise ConfigError(
+                f"{workdir} is in use: process {holder} is running in it ({path}); "
+                f"wait for it to end or stop it first"
+            ) from None
+        previous = os.pread(fd, 256, 0).decode(errors="replace").strip()
+        if previous:
+            print(
+                f"note: {path} names process {previous}, which ended without releasing it "
+                f"(killed?); taking the run over",
+                file=sys.stderr,
+            )
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}@{socket.gethostname()}".encode(), 0)
+        try:
+            yield workdir
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _holds_run(workdir: Path) -> bool:
+    return workdir.exists() and any(p.name != LOCK for p in workdir.iterdir())
 
 
 def open_run(
@@ -33,9 +88,13 @@ def open_run(
     """
     workdir = Path(workdir)
     recorded = workdir / "config.json"
-    if workdir.exists() and any(workdir.iterdir()):
-        if overwrite:
-            shutil.rmtree(workdir)
+    if _holds_run(workdir):
+        if overwrite:  # everything but the lock, which the caller may hold
+            for entry in workdir.iterdir():
+                if entry.is_dir():
+                    shutil.rmtree(entry)
+                elif entry.name != LOCK:
+                    entry.unlink()
         elif not resume:
             raise ConfigError(
                 f"{workdir} already holds a run; pass --resume to continue it or --overwrite to replace it"
