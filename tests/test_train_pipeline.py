@@ -110,7 +110,7 @@ def test_resume_reproduces_the_uninterrupted_run(trained_run, tmp_path):
 def test_resume_survives_a_damaged_checkpoint_and_a_killed_writer(
     trained_run, tiny_overrides, tmp_path, capsys
 ):
-    from test_train_checkpoint import _HOLDER, _truncate_largest_file, _with_repo_path
+    from test_train_run_folder import _HOLDER, _truncate_largest_file, _with_repo_path
 
     trainer, a = trained_run
     run = tmp_path / "c"

@@ -17,6 +17,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--overwrite", action="store_true", help="delete whatever run --workdir holds first")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show the libraries' log messages (orbax, tfds) on the terminal; they always go to "
+        "<workdir>/library.log",
+    )
     parser.epilog = (
         "Any config key can be set with --config.<key>=<value>, "
         "e.g. --config.bilevel.solver=implicit_cg --config.stages.bilevel=100"
@@ -36,7 +42,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     workdir = args.workdir or str(Path("runs") / Path(args.config.partition(":")[0]).stem)
     result = run_training(
-        config, workdir, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress
+        config,
+        workdir,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+        verbose=args.verbose,
     )
     print(result["tables"])
     print(f"run directory: {workdir} (report.md, gallery.png, metrics.jsonl, checkpoints/)")

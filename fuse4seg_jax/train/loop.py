@@ -21,7 +21,7 @@ from fuse4seg_jax.train.checkpoint import Checkpoints
 from fuse4seg_jax.train.config import to_json
 from fuse4seg_jax.train.evaluation import evaluate
 from fuse4seg_jax.train.report import write_report
-from fuse4seg_jax.train.rundir import MetricsLog, open_run, run_lock
+from fuse4seg_jax.train.rundir import LIBRARY_LOG, MetricsLog, library_log, open_run, run_lock
 from fuse4seg_jax.train.trainer import Trainer, validate_config
 
 
@@ -78,6 +78,7 @@ def run_training(
     progress: bool = True,
     stop_after: int | None = None,
     trainer: Trainer | None = None,
+    verbose: bool = False,
 ) -> dict:
     """Train as the config says, evaluate the result and write the report.
 
@@ -91,6 +92,8 @@ def run_training(
             e.g. to fit a time-boxed job; continue later with ``resume``.
         trainer: a :class:`Trainer` built from ``config`` to reuse (its steps are compiled once
             per process, e.g. across the runs of a sweep); by default a new one.
+        verbose: print the libraries' log messages (orbax, tfds, absl) on the terminal too; they
+            always go to ``<workdir>/library.log``.
 
     Returns:
         the evaluation (``fuse4seg_jax.train.evaluation.evaluate``) plus ``tables``, the report's
@@ -107,20 +110,15 @@ def run_training(
     if config.mesh.distributed:
         jax.distributed.initialize()
     with run_lock(workdir):
-        return _train(
-            config,
-            workdir,
-            resume=resume,
-            overwrite=overwrite,
-            progress=progress,
-            stop_after=stop_after,
-            trainer=trainer,
-        )
+        workdir = open_run(workdir, config, resume=resume, overwrite=overwrite)
+        with library_log(workdir / LIBRARY_LOG, verbose=verbose):
+            return _train(
+                config, workdir, resume=resume, progress=progress, stop_after=stop_after, trainer=trainer
+            )
 
 
-def _train(config, workdir, *, resume, overwrite, progress, stop_after, trainer) -> dict:
-    """:func:`run_training`'s work, with the run folder locked."""
-    workdir = open_run(workdir, config, resume=resume, overwrite=overwrite)
+def _train(config, workdir: Path, *, resume, progress, stop_after, trainer) -> dict:
+    """:func:`run_training`'s work in an opened, locked run folder."""
     dataset = ensure_dataset(config)
     train_src = data.open_split(dataset, "train")
     if trainer is None:

@@ -4,6 +4,7 @@
 <workdir>/metrics.jsonl    one JSON object per logged step: {"step", "stage", <scalars>}
 <workdir>/checkpoints/     orbax checkpoints (see fuse4seg_jax.train.checkpoint)
 <workdir>/gallery.png, losses.png, hypergradient.png, report.md, scores.csv, scores.json
+<workdir>/library.log      what orbax, tfds and absl log during the run (see library_log)
 <workdir>/.lock            held by the process that runs in the folder (see run_lock)
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import shutil
 import socket
@@ -29,6 +31,7 @@ from fuse4seg_jax.train.config import diff_configs, to_json
 # it is. Changing the learning rate is the usual way out of a NaN.
 RESUMABLE_KEYS = ("optim.", "mesh.", "eval.", "log_every", "checkpoint_every")
 LOCK = ".lock"
+LIBRARY_LOG = "library.log"
 
 
 @contextlib.contextmanager
@@ -72,6 +75,33 @@ def run_lock(workdir: str | Path) -> Iterator[Path]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def library_log(path: Path, *, verbose: bool) -> Iterator[None]:
+    """Send what libraries log (orbax, tfds and absl log through Python's root logger) to ``path``.
+
+    Without ``verbose`` the terminal's handlers show errors only for the block, so that warnings
+    such as orbax's at every checkpoint do not break into the progress bar; the file gets
+    everything from INFO up. Levels and handlers are restored afterwards.
+    """
+    root = logging.getLogger()
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    terminal = [h for h in root.handlers if isinstance(h, logging.StreamHandler)]
+    saved = (root.level, [h.level for h in terminal])
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    for h in terminal:
+        h.setLevel(logging.INFO if verbose else logging.ERROR)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+        root.setLevel(saved[0])
+        for h, level in zip(terminal, saved[1], strict=True):
+            h.setLevel(level)
 
 
 def _holds_run(workdir: Path) -> bool:

@@ -1,5 +1,7 @@
-"""Checkpoints are verified before they are trusted, and a run folder has one writer at a time."""
+"""A run folder: checkpoints verified before they are trusted, one writer at a time, library chatter
+in its log file."""
 
+import logging
 import os
 import signal
 import subprocess
@@ -14,7 +16,7 @@ import pytest
 
 from fuse4seg_jax.errors import ConfigError, DataError
 from fuse4seg_jax.train.checkpoint import CHECKSUMS, Checkpoints
-from fuse4seg_jax.train.rundir import LOCK, run_lock
+from fuse4seg_jax.train.rundir import LOCK, library_log, run_lock
 
 
 def _state(value: float) -> dict:
@@ -114,3 +116,24 @@ def test_a_second_writer_is_refused_naming_the_first_until_it_is_killed(tmp_path
         assert f"{os.getpid()}@" in (tmp_path / "run" / LOCK).read_text()
     assert f"names process {holder.pid}@" in capsys.readouterr().err
     assert (tmp_path / "run" / LOCK).read_text() == ""  # a clean release leaves no name behind
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_library_warnings_go_to_the_log_file_not_the_progress_bar(tmp_path, capsys, verbose):
+    terminal = logging.StreamHandler(sys.stderr)  # what importing orbax installs in a plain process
+    logging.getLogger().addHandler(terminal)
+    try:
+        with library_log(tmp_path / "library.log", verbose=verbose):
+            logging.getLogger("absl").warning("waiting for the previous save")
+            logging.getLogger("orbax").error("something broke")
+        err = capsys.readouterr().err
+        assert ("waiting for the previous save" in err) == verbose
+        assert "something broke" in err  # errors always reach the terminal
+        text = (tmp_path / "library.log").read_text()
+        assert (
+            "WARNING absl: waiting for the previous save" in text and "ERROR orbax: something broke" in text
+        )
+        logging.getLogger("absl").warning("after the run")
+        assert "after the run" in capsys.readouterr().err  # the terminal's level is restored
+    finally:
+        logging.getLogger().removeHandler(terminal)
