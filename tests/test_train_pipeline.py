@@ -148,6 +148,32 @@ def test_resume_survives_a_damaged_checkpoint_and_a_killed_writer(
     assert sorted(run.rglob("*")) == before
 
 
+@pytest.mark.parametrize("key", ["loss", "inner_loss", "hypergrad_norm", "residual"])
+def test_a_non_finite_bilevel_metric_stops_the_run_and_keeps_the_last_good_checkpoint(
+    key, trained_run, tmp_path, monkeypatch
+):
+    from fuse4seg_jax.errors import TrainingError
+
+    trainer, _ = trained_run
+    last = trainer.plan.total
+    real_step = trainer.steps["bilevel"]
+
+    def step_with_nan(state, *batches):  # the real step, with one metric going bad at the last step
+        state, metrics = real_step(state, *batches)
+        if int(state["step"]) == last:
+            metrics = {**metrics, key: jnp.asarray(jnp.nan, jnp.float32)}
+        return state, metrics
+
+    monkeypatch.setitem(trainer.steps, "bilevel", step_with_nan)
+    with pytest.raises(TrainingError, match=f"bilevel step {last}: non-finite {key};") as info:
+        run_training(trainer.config, tmp_path / "run", progress=False, trainer=trainer)
+    kept = sorted(int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert kept and kept[-1] < last and f"the last good checkpoint is step {kept[-1]}" in str(info.value)
+    assert "--resume" in str(info.value)
+    assert [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")][-1] == last - 1
+    assert not (tmp_path / "run" / "scores.json").exists()
+
+
 def test_a_run_leaves_its_report_pictures_and_scores(trained_run):
     _, workdir = trained_run
     for name in ("report.md", "gallery.png", "losses.png", "hypergradient.png", "scores.csv"):
