@@ -1,4 +1,4 @@
-"""Segmentation and fusion metrics with the field's conventions (REFERENCE.md section 6)."""
+"""Segmentation and fusion metrics with the field's conventions (``docs/conventions.md#metrics``)."""
 
 from fuse4seg_jax.metrics.fusion import (
     average_gradient,

@@ -1,4 +1,4 @@
-"""Segmentation scores per tumour region, with the BraTS conventions (REFERENCE.md section 6).
+"""Segmentation scores per tumour region, with the BraTS conventions (``docs/conventions.md#metrics``).
 
 Labels are the internal ones: 0 background, 1 NCR, 2 ED, 3 ET (BraTS stores ET as 4 in 2021 and 3
 in 2023; map on read). Regions are sets of labels: per label NCR, ED, ET (as Fuse4Seg reports)
