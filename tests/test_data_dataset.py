@@ -6,12 +6,12 @@ import tensorflow_datasets as tfds
 
 from fuse4seg_jax.cli import main
 from fuse4seg_jax.data import (
-    batches,
     discover_cases,
     load_case,
     open_split,
     patient_split_batch,
     prepare_dataset,
+    sample_batch,
     write_phantom,
 )
 from fuse4seg_jax.errors import DataError
@@ -68,22 +68,24 @@ def test_tfds_builder_api_reads_the_same_records(prepared):
     np.testing.assert_array_equal(source[3]["image"], src[3]["image"])
 
 
-def test_batches_are_deterministic_per_seed_and_epoch_and_cover_the_split(prepared):
+def test_sample_batch_is_a_function_of_seed_and_step_and_holds_the_records_it_names(prepared):
     src = open_split(prepared[1], "train")
-    epoch = list(batches(src, 4, seed=0, epoch=0))
-    assert len(epoch) == len(src) // 4
-    b = epoch[0]
+    b = sample_batch(src, 4, seed=0, step=3)
     assert b["image"].shape == (4, *SHAPE[:2], 2) and b["image"].dtype == np.float32
     assert b["label"].dtype == np.int32 and b["patient"].dtype == np.int32 and b["slice"].dtype == np.int32
-    again = next(batches(src, 4, seed=0, epoch=0))
+    again = sample_batch(src, 4, seed=0, step=3)
     for k in b:
         np.testing.assert_array_equal(b[k], again[k])
-    assert not np.array_equal(next(batches(src, 4, seed=0, epoch=1))["slice"], b["slice"])
-    ordered = list(batches(src, 5, seed=0, epoch=0, shuffle=False, drop_remainder=False))
-    assert sum(len(x["slice"]) for x in ordered) == len(src)
-    np.testing.assert_array_equal(np.concatenate([x["patient"] for x in ordered]), src.record_case)
-    i = 7
-    np.testing.assert_array_equal(ordered[1]["image"][2], src[i]["image"])
+    other = sample_batch(src, 4, seed=0, step=4)
+    assert not np.array_equal(
+        np.stack([other["patient"], other["slice"]]), np.stack([b["patient"], b["slice"]])
+    )
+    for row, (patient, slice_) in enumerate(zip(b["patient"], b["slice"], strict=True)):
+        (index,) = np.flatnonzero((src.record_case == patient) & (src.record_slice == slice_))
+        np.testing.assert_array_equal(b["image"][row], src[int(index)]["image"])
+        np.testing.assert_array_equal(b["label"][row], src[int(index)]["label"])
+    with pytest.raises(DataError, match=f"cannot draw a batch of {len(src) + 1}"):
+        sample_batch(src, len(src) + 1, seed=0, step=0)
 
 
 def test_patient_split_batch_is_disjoint_and_deterministic(prepared):

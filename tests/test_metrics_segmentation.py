@@ -10,7 +10,6 @@ from fuse4seg_jax.metrics import (
     HD95_ONE_EMPTY_MM,
     REGIONS,
     hd95_mm,
-    restack_slices,
     segmentation_scores,
     surface_distances_mm,
 )
@@ -122,12 +121,3 @@ def test_bad_arrays_raise_data_errors():
         segmentation_scores(np.zeros((4, 4, 4)), np.zeros((4, 4, 4), np.int32))
     with pytest.raises(DataError, match="map BraTS ET label 4"):
         segmentation_scores(np.full((4, 4, 4), 4, np.int32), np.zeros((4, 4, 4), np.int32))
-
-
-def test_restack_slices_inverts_axial_slicing_and_centre_crop():
-    volume = np.random.default_rng(0).integers(0, 4, (240, 240, 5)).astype(np.int32)
-    volume[:8] = volume[232:] = 0
-    volume[:, :8] = volume[:, 232:] = 0
-    slices = np.moveaxis(volume, 2, 0)[:, 8:232, 8:232]  # (Z, 224, 224)
-    np.testing.assert_array_equal(restack_slices(slices, 2, volume.shape), volume)
-    assert restack_slices(slices, 2).shape == (224, 224, 5)

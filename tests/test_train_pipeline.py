@@ -227,6 +227,34 @@ def test_fuse_and_segment_write_volumes_with_the_input_geometry(trained_run, tmp
     )
 
 
+def test_evaluate_on_what_segment_wrote_scores_as_the_training_report(trained_run, tmp_path):
+    trainer, workdir = trained_run
+    report = {row["case"]: row for row in json.loads((workdir / "scores.json").read_text())["cases"]}
+    manual = Path(trainer.config.data.manual_dir)
+    for case in report:  # the eval split's cases, by id: their folders are in the manual dir
+        segment = ["segment", "--run", str(workdir), "--case", str(manual / case)]
+        assert main([*segment, "--out", str(tmp_path / "pred" / f"{case}.nii.gz")]) == 0
+        (tmp_path / "truth" / case).mkdir(parents=True)
+        shutil.copy(next((manual / case).glob("*_seg.nii.gz")), tmp_path / "truth" / case)
+    out = tmp_path / "evaluation"
+    args = [
+        "evaluate",
+        "--pred",
+        str(tmp_path / "pred"),
+        "--truth",
+        str(tmp_path / "truth"),
+        "--out",
+        str(out),
+    ]
+    assert main(args) == 0
+    scored = json.loads((out / "scores.json").read_text())["cases"]
+    assert [row["case"] for row in scored] == list(report)
+    for row in scored:
+        scores = {k: v for k, v in row.items() if k not in ("case", "status")}
+        assert "Dice WT" in scores and "HD95 (mm) ET" in scores
+        assert scores == pytest.approx({k: report[row["case"]][k] for k in scores}, rel=1e-6, abs=1e-9)
+
+
 def test_segment_without_a_trained_run_names_the_folder(tmp_path, capsys):
     assert main(["segment", "--run", str(tmp_path), "--case", str(tmp_path), "--out", "x.nii.gz"]) == 2
     assert "config.json is missing" in capsys.readouterr().err

@@ -6,9 +6,13 @@ Two modes:
   ``*seg*.nii.gz`` (or a single ``*.nii.gz``), named by the folder, or a ``*.nii.gz`` directly in
   DIR, named by the file without ``.nii.gz`` and a trailing ``_seg`` / ``-seg``. Every ground-truth
   case is scored per region (:data:`fuse4seg_jax.metrics.REGIONS`) with the ground truth's spacing.
-- ``--fused DIR --sources DIR [DIR ...]``: 2-D images (PNG, 8-bit grey, or colour converted to
-  luma Y; or NIfTI, integer 0..255 or float in [0, 1]) matched by file name without extension;
-  every image of the first source folder is a case.
+- ``--fused DIR --sources DIR [DIR ...]``: 2-D images (PNG, grey or colour converted to luma Y,
+  16-bit rounded to 8-bit levels; or NIfTI, integer 0..255 or float in [0, 1]) matched by file
+  name without extension; every image of the first source folder is a case.
+
+Files are read by :mod:`fuse4seg_jax.data` (NIfTI volumes in ``(X, Y, Z)`` order, BraTS labels
+mapped by :mod:`fuse4seg_jax.data.labels`); ``scores.csv`` and ``scores.json`` follow
+:mod:`fuse4seg_jax.metrics.score_files` (NaN as empty cell / null).
 
 A case without a prediction (or fused image) is an error (exit 2) naming every missing case, unless
 ``--allow-missing``: then it gets an explicit ``missing`` row in the CSV and JSON, the summary names
@@ -20,11 +24,7 @@ prints the summary.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
-import io
-import json
-import math
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from fuse4seg_jax.atomic import atomic_file
+from fuse4seg_jax.data.images import NIFTI_SUFFIX as _NIFTI
 from fuse4seg_jax.errors import ConfigError, DataError
 
-_NIFTI = ".nii.gz"
 _IMAGE_SUFFIXES = (".png", _NIFTI)
 
 
@@ -111,94 +111,48 @@ def find_images(folder: Path) -> dict[str, Path]:
     return cases
 
 
-def _read_nifti(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
-    import SimpleITK as sitk
-
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as err:
-        raise DataError(f"{path}: cannot be read as NIfTI ({str(err).strip().splitlines()[-1]})") from None
-    # GetArrayFromImage reverses the axes (z, y, x); reverse the spacing to match.
-    return sitk.GetArrayFromImage(image), tuple(image.GetSpacing())[::-1]
-
-
-def _on_disk_labels(path: Path, volume: np.ndarray) -> tuple[np.ndarray, set[int]]:
-    if not np.issubdtype(volume.dtype, np.integer):
-        if not np.all(np.isfinite(volume)) or np.any(volume != np.round(volume)):
-            bad = volume[~np.isfinite(volume) | (volume != np.round(volume))].flat[0]
-            raise DataError(f"{path}: non-integer label values (for example {bad})")
-    volume = volume.astype(np.int64)
-    low, high = int(volume.min()), int(volume.max())
-    if low < 0 or high > 4:
-        raise DataError(f"{path}: label values must lie in 0..4, found {low}..{high}")
-    return volume, set(np.flatnonzero(np.bincount(volume.ravel())).tolist())
-
-
-def _to_internal(path: Path, volume: np.ndarray, values: set[int], et: int) -> np.ndarray:
-    unexpected = values - {0, 1, 2, et}
-    if unexpected:
-        raise DataError(
-            f"{path}: unexpected label values {sorted(unexpected)} (expected 0, 1, 2 and {et} "
-            "for ET; see --et-label)"
-        )
-    return np.where(volume == et, 3, volume).astype(np.int32)
-
-
-def _et_label(choice: str, path: Path, values: set[int]) -> int | None:
-    if choice != "auto":
-        return int(choice)
-    if {3, 4} <= values:
-        raise DataError(f"{path}: holds both 3 and 4; pass --et-label to say which is ET")
-    return 4 if 4 in values else 3 if 3 in values else None
-
-
 def score_segmentation_case(pred_path: Path, truth_path: Path, et_choice: str) -> dict:
-    """One case's flat score row (``segmentation_row``) from two NIfTI files."""
+    """One case's flat score row (``segmentation_row``) from two NIfTI files.
+
+    Both volumes are read in NIfTI index order ``(X, Y, Z)`` and scored with the ground truth's
+    spacing; the ET label is ``et_choice`` (``"3"``, ``"4"``) or, for ``"auto"``, the one present
+    in the truth, else in the prediction, else 4.
+    """
+    from fuse4seg_jax import data
     from fuse4seg_jax.metrics import segmentation_row, segmentation_scores
 
-    truth, spacing = _read_nifti(truth_path)
-    pred, _ = _read_nifti(pred_path)
+    truth, geometry = data.read_nifti(truth_path, dims=(2, 3))
+    pred, _ = data.read_nifti(pred_path, dims=(2, 3))
     if pred.shape != truth.shape:
         raise DataError(
-            f"{pred_path}: shape {pred.shape[::-1]} differs from ground truth {truth_path} "
-            f"{truth.shape[::-1]}"
+            f"{pred_path}: shape {pred.shape} differs from ground truth {truth_path} {truth.shape}"
         )
-    truth, truth_values = _on_disk_labels(truth_path, truth)
-    pred, pred_values = _on_disk_labels(pred_path, pred)
-    et = _et_label(et_choice, truth_path, truth_values)
-    if et is None:
-        et = _et_label(et_choice, pred_path, pred_values) or 4
-    truth = _to_internal(truth_path, truth, truth_values, et)
-    pred = _to_internal(pred_path, pred, pred_values, et)
-    return segmentation_row(segmentation_scores(pred, truth, spacing))
+    truth, truth_values = data.check_label_values(truth, truth_path)
+    pred, pred_values = data.check_label_values(pred, pred_path)
+    chosen = {str(et): naming for naming, et in data.ET_LABELS.items()}.get(et_choice)
+    naming = chosen or data.naming_of(truth_values, truth_path) or data.naming_of(pred_values, pred_path)
+    naming = naming or "2021"
+    truth = data.to_internal(truth, naming, truth_path, hint="; see --et-label")
+    pred = data.to_internal(pred, naming, pred_path, hint="; see --et-label")
+    return segmentation_row(segmentation_scores(pred, truth, geometry.spacing))
 
 
-def read_image(path: Path) -> np.ndarray:
+def _grey_levels(path: Path) -> np.ndarray:
     """A 2-D image as uint8 grey levels (colour PNGs as luma Y, ITU-R 601; see to_grey_levels)."""
+    from fuse4seg_jax import data
     from fuse4seg_jax.metrics import to_grey_levels
 
-    if path.name.endswith(_NIFTI):
-        image = np.squeeze(_read_nifti(path)[0])
-    else:
-        from PIL import Image
-
-        with Image.open(path) as img:
-            if img.mode not in ("L", "RGB", "RGBA", "P", "LA"):
-                raise DataError(f"{path}: PNG mode {img.mode} is not 8-bit grey or colour")
-            image = np.asarray(img.convert("L"))
-    if image.ndim != 2:
-        raise DataError(f"{path}: expected a 2-D image, got shape {image.shape}")
-    return to_grey_levels(image, str(path)).astype(np.uint8)
+    return to_grey_levels(data.read_image(path), str(path)).astype(np.uint8)
 
 
 def score_fused_case(fused_path: Path, source_paths: list[Path], cddfuse_compat: bool) -> dict:
     """One fused image's score row (``fusion_scores``) against its source images."""
     from fuse4seg_jax.metrics import fusion_scores
 
-    fused = read_image(fused_path)
+    fused = _grey_levels(fused_path)
     sources = []
     for path in source_paths:
-        source = read_image(path)
+        source = _grey_levels(path)
         if source.shape != fused.shape:
             raise DataError(f"{path}: shape {source.shape} differs from {fused_path} {fused.shape}")
         sources.append(source)
@@ -254,14 +208,10 @@ def _plan(args: argparse.Namespace) -> _Plan:
     return _Plan(out, args.fused, list(per_source[0]), scorers, unmatched)
 
 
-def _json_safe(value: object) -> object:
-    return value if not isinstance(value, float) or math.isfinite(value) else None
-
-
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from fuse4seg_jax.metrics import column_statistics, summarise
+    from fuse4seg_jax.metrics import summarise, write_scores
 
     plan = _plan(args)
     missing = [case for case in plan.cases if case not in plan.scorers]
@@ -279,29 +229,11 @@ def run(args: argparse.Namespace) -> int:
         else:
             rows.append({"case": case, "status": "missing"})
     summary = summarise(rows, label=args.label)
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    table = io.StringIO()
-    writer = csv.DictWriter(table, fieldnames=columns, restval="", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    report = {
-        "cases": [{k: _json_safe(v) for k, v in row.items()} for row in rows],
-        "missing": missing,
-        "summary": {
-            column: {k: _json_safe(v) for k, v in stats.items()}
-            for column, stats in column_statistics(rows).items()
-        },
-    }
-    out = plan.out
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_file(out / "scores.csv") as f:
-        f.write(table.getvalue())
-    with atomic_file(out / "summary.md") as f:
+    write_scores(plan.out, rows, missing)
+    with atomic_file(plan.out / "summary.md") as f:
         f.write(summary)
-    with atomic_file(out / "scores.json") as f:
-        json.dump(report, f, indent=2, ensure_ascii=False)
     print(summary, end="")
     if missing:
         print(f"warning: {len(missing)} case(s) missing: {', '.join(missing)}", file=sys.stderr)
-    print(f"wrote {out}/scores.csv, summary.md, scores.json", file=sys.stderr)
+    print(f"wrote {plan.out}/scores.csv, summary.md, scores.json", file=sys.stderr)
     return 0

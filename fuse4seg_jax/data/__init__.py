@@ -1,4 +1,4 @@
-"""The data layer: phantom cases, BraTS reading, the tfds slice dataset, batches, paired images.
+"""The data layer: file formats, BraTS cases, slicing, the tfds slice dataset, batches, paired images.
 
 Names are imported on first use (PEP 562), so ``import fuse4seg_jax.data`` and the command
 line's ``--help`` do not pay for TensorFlow Datasets and SimpleITK. The tfds builder
@@ -9,7 +9,6 @@ line's ``--help`` do not pay for TensorFlow Datasets and SimpleITK. The tfds bui
 import importlib
 
 _EXPORTS = {
-    "batches": "batching",
     "gather": "batching",
     "patient_split_batch": "batching",
     "sample_batch": "batching",
@@ -20,23 +19,33 @@ _EXPORTS = {
     "case_folder": "brats",
     "discover_cases": "brats",
     "load_case": "brats",
-    "to_brats": "brats",
-    "to_internal": "brats",
     "write_like": "brats",
     "SliceSource": "dataset",
     "available_splits": "dataset",
     "dataset_path": "dataset",
     "open_split": "dataset",
     "prepare_dataset": "dataset",
+    "read_image": "images",
+    "read_png": "images",
+    "rgb_to_ycbcr": "images",
+    "ycbcr_to_rgb": "images",
+    "ET_LABELS": "labels",
+    "check_label_values": "labels",
+    "naming_of": "labels",
+    "to_brats": "labels",
+    "to_internal": "labels",
+    "Geometry": "nifti",
+    "read_nifti": "nifti",
+    "write_nifti": "nifti",
     "Pair": "paired",
     "read_paired_folder": "paired",
     "restore_colour": "paired",
-    "rgb_to_ycbcr": "paired",
-    "ycbcr_to_rgb": "paired",
     "write_phantom": "phantom",
-    "crop_window": "preprocess",
     "normalise_volume": "preprocess",
-    "slices_along": "preprocess",
+    "SLICE_AXIS": "slicing",
+    "crop_window": "slicing",
+    "restack": "slicing",
+    "to_slices": "slicing",
     "BratsConfig": "slices_builder",
     "Fuse4segBrats": "slices_builder",
     "brats_config": "slices_builder",

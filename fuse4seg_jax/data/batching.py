@@ -1,8 +1,8 @@
 """Deterministic numpy batches from a :class:`SliceSource`.
 
-A small sampler of our own rather than grain: what training needs is an index permutation that
-is a pure function of (seed, epoch) or (seed, step), so a resumed run sees exactly the same
-batches without checkpointing iterator state, plus a patient-disjoint split of each batch
+A small sampler of our own rather than grain: what training needs is a draw of records that is a
+pure function of (seed, step), so a resumed run sees exactly the same batches without
+checkpointing iterator state, plus a patient-disjoint split of each batch
 (Fuse4Seg Algorithm 1). Both are a few lines over ``np.random.default_rng``; grain would add a
 dependency and its own state to checkpoint for no gain at this scale (reads are one ArrayRecord
 call per batch).
@@ -12,8 +12,6 @@ A batch is ``{"image": (B, H, W, N) float32, "label": (B, H, W) int32, "patient"
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import numpy as np
 
@@ -31,42 +29,6 @@ def gather(src: SliceSource, indices: np.ndarray) -> dict[str, np.ndarray]:
         "patient": src.record_case[indices],
         "slice": src.record_slice[indices],
     }
-
-
-def batches(
-    src: SliceSource,
-    batch_size: int,
-    *,
-    seed: int,
-    epoch: int,
-    shuffle: bool = True,
-    drop_remainder: bool = True,
-) -> Iterator[dict[str, np.ndarray]]:
-    """One epoch of batches.
-
-    Arguments:
-        src: the split.
-        batch_size: B.
-        seed: run seed.
-        epoch: epoch number; the order is a function of (seed, epoch) only.
-        shuffle: permute the records; otherwise (case id, slice) order, as for evaluation.
-        drop_remainder: drop the last, smaller batch (keeps shapes static for ``jit``).
-
-    Returns:
-        An iterator of batch dicts (see the module docstring).
-
-    Raises:
-        DataError: ``drop_remainder`` and fewer records than ``batch_size``.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    n = len(src)
-    if drop_remainder and n < batch_size:
-        raise DataError(f"the split has {n} slices, fewer than one batch of {batch_size}")
-    order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
-    stop = n - n % batch_size if drop_remainder else n
-    for start in range(0, stop, batch_size):
-        yield gather(src, order[start : start + batch_size])
 
 
 def sample_batch(src: SliceSource, batch_size: int, *, seed: int, step: int) -> dict[str, np.ndarray]:

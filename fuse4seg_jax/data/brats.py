@@ -1,8 +1,9 @@
-"""Read BraTS cases (2021 and 2023 naming) with SimpleITK and write predictions back.
+"""Find and read BraTS cases (2021 and 2023 naming) and write predictions back.
 
-Arrays are indexed ``(X, Y, Z)`` as in the NIfTI header (SimpleITK's own arrays are ``(Z, Y, X)``);
-spacing and origin are in mm. Labels are internal classes 0 background, 1 NCR, 2 ED, 3 ET; on disk
-ET is 4 in BraTS 2021 and 3 in BraTS 2023.
+Arrays are indexed ``(X, Y, Z)`` with spacing in mm along ``X, Y, Z``, as
+:mod:`fuse4seg_jax.data.nifti` reads them. Labels are internal classes 0 background, 1 NCR, 2 ED,
+3 ET, mapped from and to the case's on-disk labels by :mod:`fuse4seg_jax.data.labels`. See
+``docs/conventions.md#labels-and-data``.
 """
 
 from __future__ import annotations
@@ -10,34 +11,30 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from fuse4seg_jax.data.labels import to_brats, to_internal
+from fuse4seg_jax.data.nifti import Geometry, check_same_geometry, read_nifti, write_nifti
 from fuse4seg_jax.data.preprocess import normalise_volume
 from fuse4seg_jax.errors import ConfigError, DataError
 
 MODALITIES = ("t1", "t1ce", "t2", "flair")
 DEFAULT_MODALITIES = ("t1ce", "flair")
 
-# naming -> (file-name pattern, our modality name -> the naming's suffix, on-disk ET label)
-_NAMINGS: dict[str, tuple[re.Pattern, dict[str, str], int]] = {
+# naming -> (file-name pattern, our modality name -> the naming's suffix)
+_NAMINGS: dict[str, tuple[re.Pattern, dict[str, str]]] = {
     "2021": (
         re.compile(r"^(?P<id>.+)_(?P<suffix>t1|t1ce|t2|flair|seg)\.nii(\.gz)?$"),
         {"t1": "t1", "t1ce": "t1ce", "t2": "t2", "flair": "flair"},
-        4,
     ),
     "2023": (
         re.compile(r"^(?P<id>.+)-(?P<suffix>t1n|t1c|t2w|t2f|seg)\.nii(\.gz)?$"),
         {"t1": "t1n", "t1ce": "t1c", "t2": "t2w", "flair": "t2f"},
-        3,
     ),
 }
-_SPACING_TOL_MM = 1e-4
-_ORIGIN_TOL_MM = 1e-3
-_DIRECTION_TOL = 1e-4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,22 +71,16 @@ class Case:
         modalities: the names of the channels of ``images``.
         images: ``(X, Y, Z, N)`` float32 in [0, 1], 0 outside the brain.
         label: ``(X, Y, Z)`` int32 internal classes 0..3, or None without a seg file.
-        spacing: ``(3,)`` voxel size in mm along X, Y, Z.
-        origin: ``(3,)`` position of voxel 0 in mm.
-        direction: ``(3, 3)`` direction cosines.
+        geometry: the header of the case's files (spacing in mm along X, Y, Z); :func:`write_like`
+            writes it back.
         naming: ``"2021"`` or ``"2023"`` (decides the ET label :func:`write_like` writes).
-
-    The geometry fields are exactly what SimpleITK's ``CopyInformation`` copies, so a Case holds
-    plain numpy only and :func:`write_like` rebuilds the header from them.
     """
 
     case_id: str
     modalities: tuple[str, ...]
     images: np.ndarray
     label: np.ndarray | None
-    spacing: np.ndarray
-    origin: np.ndarray
-    direction: np.ndarray
+    geometry: Geometry
     naming: str
 
 
@@ -109,7 +100,7 @@ def check_modalities(modalities: Sequence[str]) -> tuple[str, ...]:
 
 
 def _case_in(folder: Path) -> CaseFiles | None:
-    for naming, (pattern, suffixes, _) in _NAMINGS.items():
+    for naming, (pattern, suffixes) in _NAMINGS.items():
         found = [(f, m) for f in sorted(folder.iterdir()) if (m := pattern.match(f.name))]
         if not found:
             continue
@@ -170,74 +161,6 @@ def check_case_files(case: CaseFiles, modalities: Sequence[str], *, need_seg: bo
         raise DataError(f"case {case.case_id}: no segmentation file in {case.folder}")
 
 
-# NIfTI header: sizeof_hdr -> (offset of datatype (int16), offset and type of vox_offset)
-_NIFTI_HEADERS = {348: (70, 108, "f4"), 540: (12, 168, "i8")}
-_NIFTI_FLOATS = {16: "f4", 64: "f8"}
-
-
-def _check_raw(path: Path) -> None:
-    """Decompress the whole file (catches truncation, which ITK reads silently) and count NaN/inf
-    voxels in float data (which ITK's NIfTI reader silently turns into 0)."""
-    import gzip
-    import zlib
-
-    try:
-        data = gzip.open(path).read() if path.name.endswith(".gz") else path.read_bytes()
-    except (OSError, EOFError, zlib.error) as err:
-        raise DataError(f"{path}: cannot read NIfTI (truncated or corrupt: {err})") from None
-    for order in "<>":
-        size = np.frombuffer(data[:4], dtype=f"{order}i4")[0] if len(data) >= 4 else 0
-        if size in _NIFTI_HEADERS and len(data) >= size:
-            dtype_at, offset_at, offset_type = _NIFTI_HEADERS[size]
-            datatype = int(np.frombuffer(data, f"{order}i2", 1, dtype_at)[0])
-            offset = int(np.frombuffer(data, f"{order}{offset_type}", 1, offset_at)[0])
-            if datatype in _NIFTI_FLOATS:
-                dtype = np.dtype(f"{order}{_NIFTI_FLOATS[datatype]}")
-                voxels = np.frombuffer(data, dtype, (len(data) - offset) // dtype.itemsize, offset)
-                bad = int(np.count_nonzero(~np.isfinite(voxels)))
-                if bad:
-                    raise DataError(f"{path}: {bad} NaN or infinite voxels")
-            return
-
-
-def _read(path: Path):
-    import SimpleITK as sitk
-
-    _check_raw(path)
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as err:
-        reason = str(err).strip().splitlines()[-1] if str(err).strip() else "unreadable"
-        raise DataError(f"{path}: cannot read NIfTI ({reason})") from None
-    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise DataError(
-            f"{path}: expected a 3-D scalar volume, got {image.GetDimension()}-D "
-            f"with {image.GetNumberOfComponentsPerPixel()} components"
-        )
-    return image
-
-
-def _check_same_geometry(image, path: Path, ref, ref_path: Path) -> None:
-    checks = (
-        ("size", image.GetSize(), ref.GetSize(), 0.0),
-        ("spacing", image.GetSpacing(), ref.GetSpacing(), _SPACING_TOL_MM),
-        ("origin", image.GetOrigin(), ref.GetOrigin(), _ORIGIN_TOL_MM),
-        ("direction", image.GetDirection(), ref.GetDirection(), _DIRECTION_TOL),
-    )
-    for what, got, want, tol in checks:
-        if not np.allclose(got, want, rtol=0.0, atol=tol):
-            raise DataError(
-                f"{path}: {what} {tuple(np.round(got, 4))} differs from {ref_path.name} "
-                f"{tuple(np.round(want, 4))}"
-            )
-
-
-def _array(image) -> np.ndarray:
-    import SimpleITK as sitk
-
-    return sitk.GetArrayFromImage(image).transpose(2, 1, 0)
-
-
 def load_case(case: CaseFiles, modalities: Sequence[str] = DEFAULT_MODALITIES) -> Case:
     """Read, check and normalise one case.
 
@@ -258,51 +181,27 @@ def load_case(case: CaseFiles, modalities: Sequence[str] = DEFAULT_MODALITIES) -
     """
     modalities = check_modalities(modalities)
     check_case_files(case, modalities, need_seg=False)
-    paths = [case.images[m] for m in modalities]
-    ref_path = paths[0]
-    ref = _read(ref_path)
+    ref_path = case.images[modalities[0]]
+    reference = None
     channels = []
-    for path in paths:
-        image = ref if path == ref_path else _read(path)
-        _check_same_geometry(image, path, ref, ref_path)
-        channels.append(normalise_volume(_array(image).astype(np.float32)))
+    for m in modalities:
+        volume, geometry = read_nifti(case.images[m])
+        reference = reference or geometry
+        check_same_geometry(geometry, case.images[m], reference, ref_path)
+        channels.append(normalise_volume(volume.astype(np.float32)))
     label = None
     if case.seg is not None:
-        seg_image = _read(case.seg)
-        _check_same_geometry(seg_image, case.seg, ref, ref_path)
-        label = to_internal(_array(seg_image), case.naming, case.seg)
+        seg, seg_geometry = read_nifti(case.seg)
+        check_same_geometry(seg_geometry, case.seg, reference, ref_path)
+        label = to_internal(seg, case.naming, case.seg)
     return Case(
         case_id=case.case_id,
         modalities=modalities,
         images=np.stack(channels, axis=-1),
         label=label,
-        spacing=np.asarray(ref.GetSpacing(), dtype=np.float64),
-        origin=np.asarray(ref.GetOrigin(), dtype=np.float64),
-        direction=np.asarray(ref.GetDirection(), dtype=np.float64).reshape(3, 3),
+        geometry=reference,
         naming=case.naming,
     )
-
-
-def to_internal(seg: np.ndarray, naming: str, path: str | os.PathLike = "seg") -> np.ndarray:
-    """Map on-disk BraTS labels to internal classes 0..3 (ET 4 (2021) or 3 (2023) -> 3).
-
-    Raises:
-        DataError: naming ``path`` and the unexpected values.
-    """
-    et = _NAMINGS[naming][2]
-    allowed = (0, 1, 2, et)
-    values = np.unique(seg)
-    unexpected = [v.item() for v in values if v not in allowed]
-    if unexpected:
-        raise DataError(f"{path}: unexpected label values {unexpected} (BraTS {naming} uses {list(allowed)})")
-    lut = np.zeros(max(allowed) + 1, dtype=np.int32)
-    lut[list(allowed)] = (0, 1, 2, 3)
-    return lut[seg.astype(np.int64)]
-
-
-def to_brats(label: np.ndarray, naming: str) -> np.ndarray:
-    """Map internal classes 0..3 back to the on-disk labels of ``naming`` (uint8)."""
-    return np.array([0, 1, 2, _NAMINGS[naming][2]], dtype=np.uint8)[np.asarray(label, dtype=np.int64)]
 
 
 def write_like(array: np.ndarray, reference: Case, path: str | os.PathLike, labels: bool = False) -> Path:
@@ -317,28 +216,10 @@ def write_like(array: np.ndarray, reference: Case, path: str | os.PathLike, labe
 
     Returns:
         ``path``.
-    """
-    import SimpleITK as sitk
 
+    Raises:
+        ValueError: ``array`` is not the case's ``(X, Y, Z)`` size.
+    """
     array = np.asarray(array)
-    size = reference.images.shape[:3]
-    if array.shape != size:
-        raise ValueError(f"array shape {array.shape} differs from case {reference.case_id} {size}")
     data = to_brats(array, reference.naming) if labels else array.astype(np.float32)
-    image = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))
-    image.SetSpacing(reference.spacing.tolist())
-    image.SetOrigin(reference.origin.tolist())
-    image.SetDirection(reference.direction.ravel().tolist())
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    # Not atomic_file: SimpleITK writes by file name and picks the format from its suffix.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.partial-", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        sitk.WriteImage(image, tmp, True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return write_nifti(data, reference.geometry, path)

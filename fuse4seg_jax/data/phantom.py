@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from fuse4seg_jax.atomic import atomic_dir
+from fuse4seg_jax.data.nifti import Geometry, write_nifti
 from fuse4seg_jax.errors import ConfigError, DataError
 
 # Contrast table above, in the order of the modalities and of _TISSUES.
@@ -196,7 +197,6 @@ def write_phantom(
     Returns:
         The case folders, in order.
     """
-    import SimpleITK as sitk
     from tqdm.auto import tqdm
 
     shape = _check_shape(tuple(shape))
@@ -206,13 +206,11 @@ def write_phantom(
     if out.exists() and not overwrite:
         raise DataError(f"{out} already exists; pass --overwrite to replace it")
     names = [f"BraTS2021_{i:05d}" for i in range(num_cases)]
+    geometry = Geometry(shape, np.ones(3), np.zeros(3), np.eye(3))
     with atomic_dir(out, overwrite=True) as tmp:
         for i, name in enumerate(tqdm(names, desc="phantom", unit="case")):
             images, seg = phantom_case(np.random.default_rng([seed, i]), shape)
             (tmp / name).mkdir()
             for suffix, volume in (*zip(_MODALITIES, images, strict=True), ("seg", seg)):
-                # SimpleITK indexes arrays (Z, Y, X); our volumes are (X, Y, Z).
-                image = sitk.GetImageFromArray(np.ascontiguousarray(volume.transpose(2, 1, 0)))
-                image.SetSpacing((1.0, 1.0, 1.0))
-                sitk.WriteImage(image, str(tmp / name / f"{name}_{suffix}.nii.gz"), True)
+                write_nifti(volume, geometry, tmp / name / f"{name}_{suffix}.nii.gz")
     return [out / name for name in names]

@@ -1,7 +1,7 @@
-"""Per-volume preprocessing for the 2-D pipeline: normalisation, centre crop, slicing.
+"""Per-volume intensity normalisation for the 2-D pipeline.
 
-Volumes are ``(X, Y, Z)`` or ``(X, Y, Z, N)``; the brain mask of a volume is its non-zero voxels
-(BraTS volumes are skull-stripped with an exact-zero background).
+Volumes are ``(X, Y, Z)``; the brain mask of a volume is its non-zero voxels (BraTS volumes are
+skull-stripped with an exact-zero background). See ``docs/conventions.md#labels-and-data``.
 """
 
 from __future__ import annotations
@@ -9,8 +9,6 @@ from __future__ import annotations
 import numpy as np
 
 CLIP_PERCENTILES = (0.5, 99.5)
-BRATS_SIDE = 240
-CROP = (8, 232)  # 240 -> 224 loses no brain voxel in BraTS
 
 
 def normalise_volume(volume: np.ndarray, percentiles: tuple[float, float] = CLIP_PERCENTILES) -> np.ndarray:
@@ -32,35 +30,3 @@ def normalise_volume(volume: np.ndarray, percentiles: tuple[float, float] = CLIP
     if hi > lo:
         out[brain] = (np.clip(values, lo, hi) - lo) / (hi - lo)
     return out
-
-
-def crop_window(shape: tuple[int, ...], slice_axis: int) -> tuple[slice, ...]:
-    """The centre-crop window of a volume: in-plane axes of size 240 become 8:232.
-
-    Index a volume with it to crop; assign into a zero volume of the full shape to undo the crop
-    (e.g. to restack predictions before :func:`fuse4seg_jax.data.write_like`).
-
-    Arguments:
-        shape: the volume's shape ``(X, Y, Z[, N])``.
-        slice_axis: the axis slices are taken along (0, 1 or 2); it is never cropped.
-
-    Returns:
-        One slice per axis of ``shape``.
-    """
-    return tuple(
-        slice(*CROP) if axis != slice_axis and axis < 3 and side == BRATS_SIDE else slice(None)
-        for axis, side in enumerate(shape)
-    )
-
-
-def slices_along(volume: np.ndarray, slice_axis: int) -> np.ndarray:
-    """Move ``slice_axis`` first: ``(X, Y, Z, ...)`` -> ``(S, H, W, ...)`` (a view)."""
-    return np.moveaxis(volume, slice_axis, 0)
-
-
-def nonempty_slices(images: np.ndarray) -> np.ndarray:
-    """Indices of the slices (axis 0 of ``(S, H, W, N)``) holding at least one brain voxel.
-
-    "Empty" means no non-zero voxel in any channel: outside the skull-stripped brain.
-    """
-    return np.flatnonzero(images.reshape(images.shape[0], -1).any(axis=1))

@@ -34,7 +34,7 @@ from fuse4seg_jax.data.brats import (
     discover_cases,
     load_case,
 )
-from fuse4seg_jax.data.preprocess import crop_window, nonempty_slices, slices_along
+from fuse4seg_jax.data.slicing import SLICE_AXIS, nonempty_slices, to_slices
 from fuse4seg_jax.data.splits import SPLITS, check_fractions, split_cases
 from fuse4seg_jax.errors import ConfigError, DataError
 
@@ -49,14 +49,14 @@ class BratsConfig(tfds.core.BuilderConfig):
     modalities: tuple[str, ...] = DEFAULT_MODALITIES
     split_seed: int = 0
     fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
-    slice_axis: int = 2
+    slice_axis: int = SLICE_AXIS
 
 
 def brats_config(
     modalities: Sequence[str] = DEFAULT_MODALITIES,
     split_seed: int = 0,
     fractions: Sequence[float] = (0.7, 0.1, 0.2),
-    slice_axis: int = 2,
+    slice_axis: int = SLICE_AXIS,
 ) -> BratsConfig:
     """A validated :class:`BratsConfig` named after its contents.
 
@@ -148,15 +148,14 @@ class Fuse4segBrats(tfds.core.GeneratorBasedBuilder):
         meta["splits"][split] = {}
         for rank, files in enumerate(cases):
             case = load_case(files, cfg.modalities)
-            window = crop_window(case.label.shape, cfg.slice_axis)
-            images = slices_along(case.images[window], cfg.slice_axis)
-            labels = slices_along(case.label[window], cfg.slice_axis)
+            images = to_slices(case.images, cfg.slice_axis)
+            labels = to_slices(case.label, cfg.slice_axis)
             kept = nonempty_slices(images) if split == "train" else np.arange(images.shape[0])
             if kept.size == 0:
                 raise DataError(f"{files.folder}: every slice is empty (all modalities zero)")
             meta["volume_shapes"][case.case_id] = list(case.label.shape)
             meta["splits"][split][case.case_id] = kept.tolist()
-            spacing = case.spacing.astype(np.float32)
+            spacing = case.geometry.spacing.astype(np.float32)
             for s in kept.tolist():
                 yield (
                     rank * _SLICE_KEY_STRIDE + s,

@@ -5,8 +5,6 @@ Images are float32 NHWC in ``[0, 1]``; each module's docstring states its conven
 
 from fuse4seg_jax.losses.adversarial import (
     GENERATOR_LOSSES,
-    AdversarialLosses,
-    adversarial_losses,
     discriminator_loss,
     generator_loss_minimax,
     generator_loss_non_saturating,
@@ -39,8 +37,6 @@ from fuse4seg_jax.losses.ssim import ssim, ssim_loss
 __all__ = [
     "CAF_TERM_NAMES",
     "GENERATOR_LOSSES",
-    "AdversarialLosses",
-    "adversarial_losses",
     "caf_loss",
     "caf_term_names",
     "caf_terms",

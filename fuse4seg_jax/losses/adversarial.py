@@ -7,17 +7,8 @@ hundreds) give exact finite values and gradients, unlike ``log(sigmoid(.))``.
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
-
 import jax
 import jax.numpy as jnp
-
-
-class AdversarialLosses(NamedTuple):
-    """The two players' losses; each is minimised by its own player's parameters."""
-
-    generator: jax.Array
-    discriminator: jax.Array
 
 
 def discriminator_loss(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
@@ -60,36 +51,12 @@ def generator_loss_minimax(fake_logits: jax.Array) -> jax.Array:
     return jnp.mean(jax.nn.log_sigmoid(-fake_logits))
 
 
-# The generator's loss by its ``generator_form`` name.
 GENERATOR_LOSSES = {
     "non_saturating": generator_loss_non_saturating,
     "minimax": generator_loss_minimax,
 }
+"""The generator's loss by its ``generator_form`` name (config key ``loss.generator_form``).
 
-
-def adversarial_losses(
-    real_logits: jax.Array,
-    fake_logits: jax.Array,
-    generator_form: Literal["non_saturating", "minimax"] = "non_saturating",
-) -> AdversarialLosses:
-    """Both players' losses from one pair of discriminator outputs.
-
-    Gradients are not stopped here: differentiate ``generator`` with respect to the generator's
-    parameters only and ``discriminator`` with respect to the discriminator's only (or pass
-    ``jax.lax.stop_gradient`` of the fakes when computing the discriminator's logits).
-
-    Arguments:
-        real_logits: discriminator logits on real images, any shape.
-        fake_logits: discriminator logits on generated images, any shape.
-        generator_form: ``"non_saturating"`` (:func:`generator_loss_non_saturating`) or
-            ``"minimax"`` (:func:`generator_loss_minimax`, the paper's form).
-
-    Returns:
-        :class:`AdversarialLosses` ``(generator, discriminator)`` of scalars.
-    """
-    if generator_form not in GENERATOR_LOSSES:
-        raise ValueError(f"generator_form must be one of {sorted(GENERATOR_LOSSES)}, got {generator_form!r}")
-    return AdversarialLosses(
-        generator=GENERATOR_LOSSES[generator_form](fake_logits),
-        discriminator=discriminator_loss(real_logits, fake_logits),
-    )
+Gradients are not stopped in these losses: training differentiates the generator's loss with
+respect to the generator only and :func:`discriminator_loss` with respect to the discriminator only
+(``fuse4seg_jax.train.objectives``)."""

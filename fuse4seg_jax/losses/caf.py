@@ -1,4 +1,4 @@
-"""CAF's search space of fusion losses (paper 003, Fig. 1): 15 terms weighted by softmax(beta).
+"""CAF's search space of fusion losses (CAF, Fig. 1 and eq. 2): 15 terms weighted by softmax(beta).
 
 For two sources (the paper's infrared and visible; here any two modalities, in channel order)
 the searched terms are, in this order (the paper's lambda_a ... lambda_o):
@@ -28,6 +28,9 @@ layers, which cannot be downloaded here; pass, e.g., this project's pre-trained 
 Unlike the CAF reference code, which detaches both feature sets so that the term sends no
 gradient at all, the fused image's features keep their gradient; only the sources' features,
 which are data, are constants.
+
+No training stage or command uses this search space yet: a later issue wires it into the CAF
+loss-weight search. See ``docs/conventions.md#losses``.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ differs from those of many other pixels of the same image,
 ``S(p) = sum_q |g(p) - g(q)|`` over all pixels q, with ``g = round(255 x)`` the 8-bit grey level,
 then divided by the image's maximum (an all-constant image gets ``S = 0``). Through the 256-bin
 histogram this costs O(HW + 256^2) per image instead of O((HW)^2).
+
+Only CAF's search-space losses (:mod:`fuse4seg_jax.losses.caf`) use these masks, and no training
+stage or command uses those yet: a later issue wires them into the CAF loss-weight search.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""SMFNet's losses (paper 004, sec. 2.3).
+"""SMFNet's losses (SMFNet, sec. 2.3, eq. 20-27; ``docs/conventions.md#losses``).
 
 Gram-matrix intensity, Lovasz-softmax, and the decomposition loss with an interaction term.
+No training stage or command uses them yet: a later issue wires them into SMFNet training.
 """
 
 from __future__ import annotations

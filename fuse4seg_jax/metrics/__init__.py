@@ -1,4 +1,4 @@
-"""Segmentation and fusion metrics with the field's conventions (REFERENCE.md section 6)."""
+"""Segmentation and fusion metrics with the field's conventions (``docs/conventions.md#metrics``)."""
 
 from fuse4seg_jax.metrics.fusion import (
     average_gradient,
@@ -14,11 +14,11 @@ from fuse4seg_jax.metrics.fusion import (
     to_grey_levels,
     vif,
 )
+from fuse4seg_jax.metrics.score_files import write_scores
 from fuse4seg_jax.metrics.segmentation import (
     REGIONS,
     confusion_counts,
     overlap_scores,
-    restack_slices,
     segmentation_scores,
 )
 from fuse4seg_jax.metrics.summary import column_statistics, segmentation_row, summarise
@@ -44,7 +44,6 @@ __all__ = [
     "overlap_scores",
     "psnr",
     "qabf",
-    "restack_slices",
     "scd",
     "segmentation_row",
     "segmentation_scores",
@@ -56,4 +55,5 @@ __all__ = [
     "surface_mask",
     "to_grey_levels",
     "vif",
+    "write_scores",
 ]

@@ -1,6 +1,6 @@
 """Image-fusion quality metrics on 8-bit images, following the CDDFuse evaluator's conventions.
 
-All metrics work on grey levels in [0, 255] (REFERENCE.md section 6). :func:`to_grey_levels`
+All metrics work on grey levels in [0, 255] (``docs/conventions.md#metrics``). :func:`to_grey_levels`
 accepts an integer image with values in 0..255, or a float image in [0, 1] that it converts as
 ``round(x * 255)``; either way the metrics compute in float64.
 

@@ -1,4 +1,4 @@
-"""Segmentation scores per tumour region, with the BraTS conventions (REFERENCE.md section 6).
+"""Segmentation scores per tumour region, with the BraTS conventions (``docs/conventions.md#metrics``).
 
 Labels are the internal ones: 0 background, 1 NCR, 2 ED, 3 ET (BraTS stores ET as 4 in 2021 and 3
 in 2023; map on read). Regions are sets of labels: per label NCR, ED, ET (as Fuse4Seg reports)
@@ -14,8 +14,8 @@ Per region, with TP / FP / FN / TN the voxel counts of the region's masks:
 - HD95 in mm from the voxel spacing: see :mod:`fuse4seg_jax.metrics.surface` (max of the two
   directed 95th percentiles; 0 if both empty; 373.13 if exactly one is).
 
-Scores are computed on whole volumes: a 2D model's slice predictions are restacked first
-(:func:`restack_slices`), as the field evaluates.
+Scores are computed on whole volumes, as the field evaluates: a 2-D model's slice predictions are
+restacked into the full-size volume first (:func:`fuse4seg_jax.data.slicing.restack`).
 """
 
 from __future__ import annotations
@@ -129,32 +129,3 @@ def segmentation_scores(
         region["hd95_mm"] = hd95_mm(inside[pred_box], inside[truth_box], spacing_mm)
         scores[name] = region
     return scores
-
-
-def restack_slices(
-    slices: np.ndarray, axis: int = 2, volume_shape: Sequence[int] | None = None
-) -> np.ndarray:
-    """Stack per-slice 2D predictions back into a volume, padding centre crops with background.
-
-    Arguments:
-        slices: ``(Z, H, W)`` label maps, one per slice, in slice order.
-        axis: the volume axis the slices were cut along (2 for axial slices of ``(X, Y, Z)``).
-        volume_shape: the full volume's shape. If the slices are a centred crop of it (224 x 224
-            cut as ``8:232`` from 240 x 240), they are put back at the centre and the border is
-            background (0). ``None`` keeps the slices' own size.
-
-    Returns:
-        the volume, same dtype as ``slices``, with the slice index moved to ``axis``.
-    """
-    slices = np.asarray(slices)
-    volume = np.moveaxis(slices, 0, axis)
-    if volume_shape is None or tuple(volume_shape) == volume.shape:
-        return volume
-    if len(volume_shape) != volume.ndim or any(
-        v < s for v, s in zip(volume_shape, volume.shape, strict=True)
-    ):
-        raise DataError(f"slices of shape {volume.shape} do not fit in {tuple(volume_shape)}")
-    full = np.zeros(tuple(volume_shape), dtype=slices.dtype)
-    start = [(v - s) // 2 for v, s in zip(volume_shape, volume.shape, strict=True)]
-    full[tuple(slice(b, b + s) for b, s in zip(start, volume.shape, strict=True))] = volume
-    return full

@@ -1,6 +1,6 @@
 """Surface distances between binary masks, and the 95th-percentile Hausdorff distance (HD95).
 
-Convention (REFERENCE.md section 6, as the BraTS evaluation uses it):
+Convention (as the BraTS evaluation uses it; ``docs/conventions.md#metrics``):
 
 - A mask's surface is the set of its voxels with at least one 6-connected (face) neighbour outside
   the mask, i.e. ``mask & ~erode(mask)`` with a cross-shaped structuring element and everything

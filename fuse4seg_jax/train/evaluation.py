@@ -1,8 +1,10 @@
 """Evaluate a trained state: slices -> volumes -> the field's segmentation and fusion scores.
 
-Every slice of a case is predicted (the val / test splits keep empty slices), restacked in slice
-order into a volume ``(X, Y, S)`` and scored per region with the case's voxel spacing, as BraTS
-evaluates. Fusion scores are computed on each case's slice with the most tumour, between the
+Every slice of a case is predicted (the val / test splits keep empty slices), and the predictions
+and labels are restacked into the case's full-size volume ``(X, Y, Z)`` (zero outside the crop
+window, :func:`fuse4seg_jax.data.slicing.restack`) and scored per region with the case's voxel
+spacing, as BraTS evaluates: the same volume ``fuse4seg segment`` writes and ``fuse4seg evaluate``
+scores. Fusion scores are computed on each case's slice with the most tumour, between the
 follower's single-channel view (the fused image, or the average prior) and the N sources.
 """
 
@@ -15,6 +17,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from fuse4seg_jax import metrics
+from fuse4seg_jax.data.slicing import restack
 from fuse4seg_jax.train import sharding
 from fuse4seg_jax.train.trainer import State, Trainer
 
@@ -57,8 +60,8 @@ def evaluate(trainer: Trainer, state: State, src: Any, *, max_cases: int = 0, pr
         images = np.stack([r["image"] for r in records])
         labels = np.stack([r["label"] for r in records])
         out = predict_volume(trainer, state, images)
-        pred_vol = np.moveaxis(out["pred"], 0, -1)
-        label_vol = np.moveaxis(labels, 0, -1)
+        volume = src.volume_shapes[case_id], src.slice_axis, [r["slice"] for r in records]
+        pred_vol, label_vol = restack(out["pred"], *volume), restack(labels, *volume)
         spacing = tuple(float(s) for s in records[0]["spacing"])
         row: dict[str, Any] = {
             "case": case_id,

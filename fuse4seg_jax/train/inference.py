@@ -1,8 +1,8 @@
 """Use a finished run: load its config and latest checkpoint, fuse and segment new cases.
 
-Volumes are processed as 2-D slices along Z (the training slicing), with the same centre crop as
-``prepare``; results are pasted back into the full volume so that they can be written with the
-input's geometry (``fuse4seg_jax.data.write_like``).
+Volumes are cut into 2-D slices and restacked by :mod:`fuse4seg_jax.data.slicing`, as ``prepare``
+cut the training data, so results are full-size volumes that can be written with the input's
+geometry (``fuse4seg_jax.data.write_like``).
 """
 
 from __future__ import annotations
@@ -14,14 +14,12 @@ import ml_collections
 import numpy as np
 
 from fuse4seg_jax import data
-from fuse4seg_jax.data.preprocess import crop_window
+from fuse4seg_jax.data.slicing import restack, to_slices
 from fuse4seg_jax.errors import ConfigError, DataError
 from fuse4seg_jax.train.checkpoint import Checkpoints
 from fuse4seg_jax.train.evaluation import predict_volume
 from fuse4seg_jax.train.sharding import make_mesh
 from fuse4seg_jax.train.trainer import State, Trainer
-
-SLICE_AXIS = 2
 
 
 def load_run(workdir: str | Path) -> tuple[Trainer, State]:
@@ -50,17 +48,11 @@ def predict_case(trainer: Trainer, state: State, case: data.Case) -> dict[str, n
 
     Returns:
         ``view (X, Y, Z, C)`` float32 and ``pred (X, Y, Z)`` int32 internal classes, zero outside
-        the crop window.
+        the crop window (see :func:`fuse4seg_jax.data.slicing.restack`).
     """
-    window = crop_window(case.images.shape, SLICE_AXIS)
-    images = np.moveaxis(case.images[window], SLICE_AXIS, 0)
-    out = predict_volume(trainer, state, np.ascontiguousarray(images))
-    full = case.images.shape[:3]
-    view = np.zeros((*full, out["view"].shape[-1]), np.float32)
-    pred = np.zeros(full, np.int32)
-    view[window[:3]] = np.moveaxis(out["view"], 0, SLICE_AXIS)
-    pred[window[:3]] = np.moveaxis(out["pred"], 0, SLICE_AXIS)
-    return {"view": view, "pred": pred}
+    out = predict_volume(trainer, state, np.ascontiguousarray(to_slices(case.images)))
+    size = case.images.shape[:3]
+    return {"view": restack(out["view"], size), "pred": restack(out["pred"], size)}
 
 
 def load_input_case(trainer: Trainer, case_dir: str | Path) -> data.Case:

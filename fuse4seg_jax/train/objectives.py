@@ -7,7 +7,7 @@ network; :class:`Objectives` turns them into the bi-level problem
     lower (follower):  L_seg(follower(fuse(x)), y)                      on D_tr
     upper (leader):    L_seg on D_val + alpha L_decomp + beta L_grad + gamma L_recon
 
-(Fuse4Seg current version, eq. for L_upper; REFERENCE.md section 3-4), plus the single-level
+(Fuse4Seg eq. 3 and sec. 3.5; ``docs/conventions.md#losses``), plus the single-level
 objectives of the other stages (autoencoder pre-training, fusion-only, follower-only).
 """
 

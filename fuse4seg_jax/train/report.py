@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from pathlib import Path
 
 import matplotlib
@@ -15,7 +12,7 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
 from fuse4seg_jax.atomic import atomic_file  # noqa: E402
-from fuse4seg_jax.metrics import REGIONS  # noqa: E402
+from fuse4seg_jax.metrics import REGIONS, write_scores  # noqa: E402
 from fuse4seg_jax.metrics.fusion import AGAINST_SOURCES, FUSED_ONLY  # noqa: E402
 from fuse4seg_jax.train.rundir import read_metrics  # noqa: E402
 
@@ -109,17 +106,12 @@ def save_curves(path: Path, records: list[dict], keys: tuple[str, ...], title: s
 
 
 def write_report(workdir: Path, config: ml_collections.ConfigDict, result: dict, gallery: int) -> str:
-    """Write scores (CSV, JSON), pictures and ``report.md`` into ``workdir``; return the tables."""
+    """Write scores (CSV, JSON), pictures and ``report.md`` into ``workdir``; return the tables.
+
+    The score files are those ``fuse4seg evaluate`` writes (:func:`fuse4seg_jax.metrics.write_scores`).
+    """
     rows, summary = result["rows"], result["summary"]
-    if rows:
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-        with atomic_file(workdir / "scores.csv") as f:
-            f.write(buf.getvalue())
-    with atomic_file(workdir / "scores.json") as f:
-        json.dump({"summary": summary, "cases": rows}, f, indent=2)
+    write_scores(workdir, rows)
     pictures = []
     if result["samples"] and gallery > 0:
         save_gallery(workdir / "gallery.png", result["samples"][:gallery], tuple(config.data.modalities))
