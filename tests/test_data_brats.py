@@ -141,8 +141,10 @@ def test_geometry_mismatch(phantom, what, spacing, shape):
     with pytest.raises(
         DataError,
         match=f"BraTS2021_00000_flair.nii.gz: {what} .* differs from BraTS2021_00000_t1ce",
-    ):
+    ) as info:
         load_case(discover_cases(phantom)[0])
+    got = tuple(float(v) for v in spacing) if what == "spacing" else shape
+    assert f"{what} {got} differs" in str(info.value)  # plain numbers, not np.int64(32)
 
 
 def test_unexpected_label_value(tmp_path):

@@ -122,8 +122,8 @@ def check_same_geometry(geometry: Geometry, path: Path, reference: Geometry, ref
     for what, got, want, tol in checks:
         if np.shape(got) != np.shape(want) or not np.allclose(got, want, rtol=0.0, atol=tol):
             raise DataError(
-                f"{path}: {what} {tuple(np.round(got, 4))} differs from {reference_path.name} "
-                f"{tuple(np.round(want, 4))}"
+                f"{path}: {what} {tuple(np.round(got, 4).tolist())} differs from {reference_path.name} "
+                f"{tuple(np.round(want, 4).tolist())}"
             )
 
 
