@@ -148,7 +148,7 @@ def test_resume_survives_a_damaged_checkpoint_and_a_killed_writer(
     assert sorted(run.rglob("*")) == before
 
 
-@pytest.mark.parametrize("key", ["loss", "inner_loss", "hypergrad_norm", "residual"])
+@pytest.mark.parametrize("key", ["loss", "residual"])  # a loss and a solver diagnostic
 def test_a_non_finite_bilevel_metric_stops_the_run_and_keeps_the_last_good_checkpoint(
     key, trained_run, tmp_path, monkeypatch
 ):
