@@ -16,7 +16,7 @@ import pytest
 
 from fuse4seg_jax.errors import ConfigError, DataError
 from fuse4seg_jax.train.checkpoint import CHECKSUMS, Checkpoints
-from fuse4seg_jax.train.rundir import LOCK, library_log, run_lock
+from fuse4seg_jax.train.rundir import LOCK, MetricsLog, library_log, read_metrics, run_lock
 
 
 def _state(value: float) -> dict:
@@ -137,3 +137,12 @@ def test_library_warnings_go_to_the_log_file_not_the_progress_bar(tmp_path, caps
         assert "after the run" in capsys.readouterr().err  # the terminal's level is restored
     finally:
         logging.getLogger().removeHandler(terminal)
+
+
+def test_a_log_line_torn_by_a_kill_is_dropped_on_resume(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"loss": 1.0, "step": 1}\n{"loss": 0.5, "step": 2}\n{"loss": 0.2, "st')
+    log = MetricsLog(path, restored_step=2)
+    log.write({"step": 3, "loss": 0.1})
+    log.close()
+    assert [r["step"] for r in read_metrics(path)] == [1, 2, 3]

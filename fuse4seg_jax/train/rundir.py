@@ -155,11 +155,11 @@ class MetricsLog:
         self.path = path
         kept = []
         if path.exists():
-            kept = [
-                line
-                for line in path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= restored_step
-            ]
+            # a line cut short by a kill mid-write has no newline: it is dropped with the rest
+            # of what came after the checkpoint (its step is past it)
+            text = path.read_text()
+            complete = text.splitlines()[: text.count("\n")]
+            kept = [line for line in complete if line.strip() and json.loads(line)["step"] <= restored_step]
         with atomic_file(path) as f:
             f.write("".join(f"{line}\n" for line in kept))
         self._file = open(path, "a")  # noqa: SIM115 - held open for the run, closed in close()
