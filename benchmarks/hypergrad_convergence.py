@@ -1,10 +1,11 @@
 """Relative hypergradient error against iterations, per solver, on the closed-form problems.
 
-The standard plot of the field (REFERENCE.md section 4): ``||g_hat - g*|| / ||g*||`` in float64.
+The standard plot of the field (``docs/solvers.md#verification``): ``||g_hat - g*|| / ||g*||`` in
+float64.
 "Iterations" are linear-solve iterations for the implicit solvers (follower at its exact best
 response) and inner optimiser steps K from the problem's initial follower for the others (SGD with
 ``lr = 1 / L``, ``L`` the largest eigenvalue of the inner Hessian at the solution; the fixed point
-iterates heavy-ball SGD with ``lr = 0.5 / L``, momentum 0.5).
+iterates heavy-ball SGD with ``lr = 0.5 / L``, momentum 0.5; Neumann's step is ``1 / L``).
 
 Usage (repository root): ``python -m benchmarks.hypergrad_convergence --out results/`` (writes
 ``hypergrad_convergence.png`` there and prints the table).
@@ -21,7 +22,7 @@ import numpy as np
 import optax
 
 import bilevel
-from bilevel import problems
+from bilevel import closed_form
 from fuse4seg_jax.atomic import atomic_file
 
 ITERATIONS = (1, 2, 4, 8, 16, 32, 64)
@@ -35,7 +36,7 @@ SOLVERS = (
 )
 
 
-def error_curve(cf: problems.ClosedFormProblem, name: str) -> list[float]:
+def error_curve(cf: closed_form.ClosedFormProblem, name: str) -> list[float]:
     """Relative error of solver ``name`` at each entry of ``ITERATIONS``."""
     outer = cf.outer_init
     exact = cf.hypergradient(outer)
@@ -45,7 +46,10 @@ def error_curve(cf: problems.ClosedFormProblem, name: str) -> list[float]:
     for n in ITERATIONS:
         if name.startswith("implicit"):
             inner_opt = optax.sgd(0.5 / lipschitz, momentum=0.5) if "fixed" in name else sgd
-            solver = bilevel.make_solver(name, max_iter=n, tol=1e-14, step_size=1.0 / lipschitz)
+            options = {"max_iter": n, "tol": 1e-14}
+            if "step_size" in bilevel.solver_options(name):
+                options["step_size"] = 1.0 / lipschitz
+            solver = bilevel.make_solver(name, **options)
             inner, batches = cf.inner_solution(outer), cf.inner_batches(1)
         else:
             inner_opt, solver = sgd, bilevel.make_solver(name)
@@ -96,10 +100,10 @@ def main() -> None:
     args = parser.parse_args()
     with jax.enable_x64(True):
         made = {
-            "ridge": problems.ridge(),
-            "ridge_per_feature": problems.ridge(per_feature=True),
-            "quadratic": problems.quadratic(),
-            "logistic": problems.logistic(),
+            "ridge": closed_form.ridge(),
+            "ridge_per_feature": closed_form.ridge(per_feature=True),
+            "quadratic": closed_form.quadratic(),
+            "logistic": closed_form.logistic(),
         }
         curves = {p: {s: error_curve(cf, s) for s in SOLVERS} for p, cf in made.items()}
     header = f"{'problem':18s} {'solver':21s}" + "".join(f"{n:>10d}" for n in ITERATIONS)

@@ -3,44 +3,62 @@
 A :class:`Problem` is two pure losses of pytrees; a solver (chosen by :func:`make_solver` or built
 directly) runs the follower's K optimiser steps and returns the leader's hypergradient with uniform
 diagnostics; :func:`init` / :func:`step` are the pure, jit-able outer loop; :func:`hypergradient`
-evaluates any solver at a point; :mod:`bilevel.problems` holds closed-form test problems.
+evaluates any solver at a point; :mod:`bilevel.closed_form` holds problems with closed-form
+answers. Solvers compose: :class:`Implicit` takes any linear solver (:class:`CG`, :class:`Neumann`,
+:class:`JaxoptCG` or a user's callable), and :func:`register_solver` makes a solver defined
+anywhere choosable by name. See ``docs/solvers.md``.
 This package knows nothing about images and never imports ``fuse4seg_jax``.
 """
 
 from bilevel.errors import SolverConfigError
+from bilevel.linear_solve import CG, JaxoptCG, LinearSolver, Neumann, SolveResult
 from bilevel.outer_loop import BilevelState, hypergradient, init, step
 from bilevel.problem import Problem
-from bilevel.registry import make_solver, register_solver, solver_names, solver_options
+from bilevel.registry import implicit_with, make_solver, register_solver, solver_names, solver_options
 from bilevel.solvers import (
     DIAGNOSTIC_KEYS,
     FiniteDifference,
     FirstOrder,
     Implicit,
+    ImplicitFixedPoint,
     Joint,
+    OuterTerms,
     Solver,
+    SolverCall,
     SolverOutput,
     Unrolled,
     UnrolledForward,
+    solver_output,
 )
 
 __all__ = [
+    "CG",
     "DIAGNOSTIC_KEYS",
     "BilevelState",
     "FiniteDifference",
     "FirstOrder",
     "Implicit",
+    "ImplicitFixedPoint",
+    "JaxoptCG",
     "Joint",
+    "LinearSolver",
+    "Neumann",
+    "OuterTerms",
     "Problem",
     "Solver",
+    "SolverCall",
     "SolverConfigError",
     "SolverOutput",
+    "SolveResult",
     "Unrolled",
     "UnrolledForward",
     "hypergradient",
+    "implicit_with",
     "init",
     "make_solver",
     "register_solver",
     "solver_names",
     "solver_options",
+    "solver_output",
     "step",
 ]

@@ -1,9 +1,9 @@
 """Second-order products of the inner loss, all forward-over-reverse.
 
 Reverse-over-reverse through a convolution makes XLA:CPU build a huge-window convolution (one
-HVP 464 ms against 15.8 ms forward-over-reverse, REFERENCE.md section 4). Here every second-order
-product is one ``jax.jvp`` of the gradient with respect to *both* parameter sets along ``(u, 0)``,
-which yields the Hessian-vector product ``H u`` and the mixed product
+HVP 464 ms against 15.8 ms forward-over-reverse, ``docs/solvers.md#xlacpu-performance-facts``).
+Here every second-order product is one ``jax.jvp`` of the gradient with respect to *both* parameter
+sets along ``(u, 0)``, which yields the Hessian-vector product ``H u`` and the mixed product
 ``d/d outer <grad_inner f, u>`` in the same pass, so no reverse-over-reverse is ever traced.
 """
 
@@ -27,13 +27,14 @@ def gradient_products(
 ) -> tuple[PyTree, PyTree, PyTree]:
     """``(grad_inner f, H u, M u)`` with ``H = d2f/d inner2`` and ``M = d2f/(d outer d inner)``.
 
-    **Arguments**
+    Arguments:
+        loss: ``f(inner, outer) -> scalar``.
+        inner, outer: the point.
+        u: a tangent with the structure of ``inner``.
 
-    - ``loss``: ``f(inner, outer) -> scalar``.
-    - ``u``: a tangent with the structure of ``inner``.
-
-    **Returns** the inner gradient (inner's structure), ``H u`` (inner's structure) and ``M u``
-    (outer's structure), from one forward-over-reverse pass.
+    Returns:
+        The inner gradient (inner's structure), ``H u`` (inner's structure) and ``M u`` (outer's
+        structure), from one forward-over-reverse pass.
     """
     grads = jax.grad(loss, argnums=(0, 1))
     (grad_inner, _), (hu, mu) = jax.jvp(lambda i, o: grads(i, o), (inner, outer), (u, tree.zeros_like(outer)))
@@ -44,6 +45,14 @@ def differentiable_step(
     problem: Problem, inner_opt: optax.GradientTransformation, damping: float = 0.0
 ) -> inner_loop.Step:
     """The inner step with a reverse-mode rule built from forward-over-reverse products.
+
+    Arguments:
+        problem: whose ``inner_loss`` the step descends.
+        inner_opt: the inner optimiser.
+        damping: added to ``H`` in the reverse rule only (>= 0).
+
+    Returns:
+        A step ``(inner, opt_state, outer, batch) -> (inner, opt_state, StepInfo)``.
 
     Its VJP is the exact transpose of the step map (for ``damping = 0``): the optimiser's own VJP
     (first order, cheap) followed by ``H`` and ``M`` from :func:`gradient_products`. ``damping``

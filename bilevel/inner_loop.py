@@ -2,8 +2,8 @@
 
 A step is ``(inner, opt_state, outer, batch) -> (inner, opt_state, StepInfo)``. The loop is a
 Python loop traced K times by default: on XLA:CPU convolutions inside ``lax.scan`` ran about 10x
-slower than the same steps unrolled (REFERENCE.md section 4); ``scan=True`` compiles in time
-independent of K.
+slower than the same steps unrolled (``docs/solvers.md#xlacpu-performance-facts``); ``scan=True``
+compiles in time independent of K.
 """
 
 from __future__ import annotations
@@ -32,7 +32,11 @@ Step = Callable[[PyTree, PyTree, PyTree, PyTree], tuple[PyTree, PyTree, StepInfo
 
 
 def num_steps(batches: PyTree) -> int:
-    """K, the leading axis shared by every leaf of ``inner_batches``."""
+    """K, the leading axis shared by every leaf of ``inner_batches``.
+
+    Raises:
+        ValueError: no array leaves, or leaves without one shared leading axis.
+    """
     leaves = jax.tree.leaves(batches)
     if not leaves:
         raise ValueError("inner_batches has no array leaves, so the number of steps K is unknown")
@@ -77,7 +81,18 @@ def run(
 ) -> tuple[PyTree, PyTree, StepInfo]:
     """Apply ``step`` once per batch along the leading axis of ``batches`` (K >= 1).
 
-    **Returns** the final inner parameters and optimiser state and the last step's ``StepInfo``.
+    Arguments:
+        step: one inner step.
+        inner, opt_state: where to start.
+        outer: the leader's parameters, held fixed.
+        batches: K batches stacked on a leading axis.
+        scan: run in a ``lax.scan`` instead of a Python loop.
+
+    Returns:
+        The final inner parameters and optimiser state and the last step's ``StepInfo``.
+
+    Raises:
+        ValueError: ``batches`` has no steps.
     """
     k = num_steps(batches)
     if k < 1:

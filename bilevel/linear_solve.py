@@ -1,20 +1,29 @@
-"""Iterative solves on pytrees with residuals, iteration counts and a convergence test.
+"""Linear solves on pytrees, as functions and as the linear-solver objects :class:`~bilevel.Implicit` takes.
 
-Every solver returns a :class:`SolveResult`; none returns its initial guess silently. Two loop
-forms give the same iterates: ``loop="python"`` traces ``max_iter`` masked iterations (fast for
-small counts with convolutions on XLA:CPU, REFERENCE.md section 4) and ``loop="while"`` is a
-``lax.while_loop`` that stops early (compiles in time independent of ``max_iter``).
+A *linear solver* is any hashable callable ``(matvec, b) -> SolveResult``: :class:`CG`,
+:class:`Neumann` and :class:`JaxoptCG` here, or a user's own (a module-level function or a frozen
+dataclass is hashable, so it can sit inside a solver that is a static ``jit`` argument). A linear
+solver that has a ``tol`` attribute is also held to it on the true residual the implicit solver
+computes after the solve (see ``docs/solvers.md#implicit-differentiation``).
+
+The functions return a :class:`SolveResult`; none returns its initial guess silently. Two loop
+forms give the same iterates: ``loop="python"`` traces ``max_iter`` masked iterations (much faster
+with convolutions on XLA:CPU, see ``docs/solvers.md#xlacpu-performance-facts``) and
+``loop="while"`` is a ``lax.while_loop`` that stops early (compiles in time independent of
+``max_iter``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
 
 from bilevel import tree
+from bilevel.errors import require_one_of, require_positive
 
 PyTree = Any
 LinearMap = Callable[[PyTree], PyTree]
@@ -22,17 +31,25 @@ LOOPS = ("python", "while")
 
 
 class SolveResult(NamedTuple):
-    """``x``: the solution; ``iterations``: int32 iterations used; ``converged``: bool."""
+    """What a linear solve returns: ``x``, the solution (``b``'s structure); ``iterations``, the
+    iterations used (int32 scalar); ``converged``, the solver's own verdict (bool scalar)."""
 
     x: PyTree
     iterations: jax.Array
     converged: jax.Array
 
 
+class LinearSolver(Protocol):
+    """``(matvec, b) -> SolveResult`` for ``A x = b``, ``A`` given by ``matvec(u) = A u``."""
+
+    def __call__(self, matvec: LinearMap, b: PyTree, /) -> SolveResult: ...
+
+
 def _iterate(body, state, done, max_iter: int, loop: str):
     """Run ``state = body(state)`` until ``done(state)`` or ``max_iter`` iterations.
 
-    **Returns** ``(state, iterations)``.
+    Returns:
+        ``(state, iterations)`` with ``iterations`` an int32 scalar.
     """
     if loop == "while":
 
@@ -65,6 +82,13 @@ def cg(matvec: LinearMap, b: PyTree, *, max_iter: int, tol: float, loop: str = "
 
     Stops when the recursively updated residual satisfies ``||r|| <= tol * ||b||``. On an
     indefinite ``A`` (``p^T A p <= 0``) it stops and reports ``converged = False``.
+
+    Arguments:
+        matvec: ``u -> A u`` on pytrees with ``b``'s structure.
+        b: the right-hand side.
+        max_iter: the most iterations.
+        tol: the relative residual to reach.
+        loop: ``"python"`` or ``"while"`` (see the module docstring).
     """
     b_norm = tree.norm(b)
     zero = jnp.zeros_like(b_norm)
@@ -99,6 +123,11 @@ def fixed_point(
 
     Converges when the spectral radius of ``T`` is below one. Stops when the step
     ``||x_new - x|| <= tol * ||b||``.
+
+    Arguments:
+        linear_map: ``x -> T x`` on pytrees with ``b``'s structure.
+        b: the constant term.
+        max_iter, tol, loop: as in :func:`cg`.
     """
     b_norm = tree.norm(b)
 
@@ -128,6 +157,10 @@ def neumann(
     Equivalent to Richardson's iteration; contracts when ``0 < a < 2 / lambda_max(A)`` and ``A``
     is positive definite. The stopping test ``||x_new - x|| <= tol ||a b||`` is
     ``||r|| <= tol ||b||`` on the residual ``r = b - A x``.
+
+    Arguments:
+        matvec, b, max_iter, tol, loop: as in :func:`cg`.
+        step_size: ``a``.
     """
     return fixed_point(
         lambda x: tree.axpy(-step_size, matvec(x), x),
@@ -141,8 +174,8 @@ def neumann(
 def jaxopt_cg(matvec: LinearMap, b: PyTree, *, max_iter: int, tol: float) -> SolveResult:
     """``jaxopt.linear_solve.solve_cg`` (``jax.scipy``'s CG); it reports no iteration count.
 
-    ``iterations`` is ``max_iter`` (an upper bound) and ``converged`` is decided by the caller from
-    the true residual.
+    ``iterations`` is ``max_iter`` (an upper bound) and ``converged`` is always true: the implicit
+    solver judges convergence from the true residual and ``tol``.
     """
     from jaxopt import linear_solve
 
@@ -153,3 +186,81 @@ def jaxopt_cg(matvec: LinearMap, b: PyTree, *, max_iter: int, tol: float) -> Sol
 def relative_residual(ax: PyTree, b: PyTree, reference: PyTree | None = None) -> jax.Array:
     """``||A x - b|| / ||reference||`` (``reference`` defaults to ``b``; no division by zero)."""
     return _relative(tree.norm(tree.sub(ax, b)), tree.norm(b if reference is None else reference))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class IterationOptions:
+    """The options every iterative solve takes (a base of :class:`CG`, :class:`Neumann` and the
+    fixed-point implicit solver).
+
+    Arguments:
+        max_iter: the most iterations (> 0).
+        tol: the relative residual to reach (> 0).
+        solve_loop: ``"python"`` or ``"while"`` (see the module docstring).
+
+    Raises:
+        SolverConfigError: an option out of range.
+    """
+
+    max_iter: int = 10
+    tol: float = 1e-6
+    solve_loop: str = "python"
+
+    def __post_init__(self):
+        require_positive("max_iter", self.max_iter)
+        require_positive("tol", self.tol)
+        require_one_of("solve_loop", self.solve_loop, LOOPS)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CG(IterationOptions):
+    """Conjugate gradient (:func:`cg`) as a linear solver; options as :class:`IterationOptions`."""
+
+    def __call__(self, matvec: LinearMap, b: PyTree) -> SolveResult:
+        return cg(matvec, b, max_iter=self.max_iter, tol=self.tol, loop=self.solve_loop)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Neumann(IterationOptions):
+    """The truncated Neumann series (:func:`neumann`) as a linear solver.
+
+    Arguments:
+        step_size: the series' step ``a`` (> 0); contracting for ``a < 2 / lambda_max(A)``.
+        max_iter, tol, solve_loop: as in :class:`IterationOptions`.
+
+    Raises:
+        SolverConfigError: an option out of range.
+    """
+
+    step_size: float = 0.01
+
+    def __post_init__(self):
+        super().__post_init__()
+        require_positive("step_size", self.step_size)
+
+    def __call__(self, matvec: LinearMap, b: PyTree) -> SolveResult:
+        return neumann(
+            matvec, b, step_size=self.step_size, max_iter=self.max_iter, tol=self.tol, loop=self.solve_loop
+        )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class JaxoptCG:
+    """jaxopt's conjugate gradient (:func:`jaxopt_cg`), an independent oracle for :class:`CG`.
+
+    Arguments:
+        max_iter, tol: as in :class:`IterationOptions`.
+
+    Raises:
+        SolverConfigError: an option out of range.
+    """
+
+    max_iter: int = 10
+    tol: float = 1e-6
+
+    def __post_init__(self):
+        require_positive("max_iter", self.max_iter)
+        require_positive("tol", self.tol)
+
+    def __call__(self, matvec: LinearMap, b: PyTree) -> SolveResult:
+        return jaxopt_cg(matvec, b, max_iter=self.max_iter, tol=self.tol)

@@ -61,8 +61,15 @@ def hypergradient(
 ) -> SolverOutput:
     """The solver's output at a given point; updates nothing (to compare solvers at one point).
 
-    **Arguments** as :class:`bilevel.solvers.Solver`; ``inner_batches`` leaves have a leading
-    axis K (the number of inner steps).
+    Arguments:
+        problem: the bi-level problem.
+        solver: any solver.
+        inner_params, outer_params, inner_opt, inner_opt_state, inner_batches, outer_batch: as in
+            :meth:`bilevel.Solver.__call__`; ``inner_batches`` leaves have a leading axis K (the
+            number of inner steps).
+
+    Returns:
+        The solver's output.
     """
     return solver(problem, inner_params, outer_params, inner_opt, inner_opt_state, inner_batches, outer_batch)
 
@@ -79,10 +86,18 @@ def step(
 ) -> tuple[BilevelState, dict[str, jax.Array]]:
     """One outer step: the solver's K inner steps and hypergradient, then one ``outer_opt`` update.
 
-    **Returns** the new state and the solver's diagnostics (see :mod:`bilevel.solvers`); with
-    ``problem.has_aux`` they also hold ``inner_aux`` and ``outer_aux``, the losses' aux outputs
-    (the last inner step's, and the outer loss's at the new inner point). A ``failed`` step is
-    still applied: the caller decides what to do with it.
+    A ``failed`` step is still applied: the caller decides what to do with it.
+
+    Arguments:
+        state: the outer loop's state.
+        inner_batches: K inner batches stacked on a leading axis.
+        outer_batch: the batch of the outer loss.
+        problem, solver, inner_opt, outer_opt: static (hashable) parts of the step.
+
+    Returns:
+        The new state and the solver's diagnostics (:data:`bilevel.DIAGNOSTIC_KEYS`); with
+        ``problem.has_aux`` they also hold ``inner_aux`` and ``outer_aux``, the losses' aux outputs
+        (the last inner step's, and the outer loss's at the new inner point).
     """
     out = solver(
         problem,

@@ -19,12 +19,11 @@ class Problem:
     minimises ``outer_loss(inner*(outer), outer)``. Frozen and hashable, so it can be a static
     ``jit`` argument (equal problems need the same function objects to share a compilation).
 
-    **Arguments**
-
-    - ``inner_loss``: ``(inner, outer, batch) -> scalar``, or ``(scalar, aux)`` with ``has_aux``.
-    - ``outer_loss``: same signature as ``inner_loss``.
-    - ``has_aux``: both losses return ``(scalar, aux)``; aux is passed through to the
-      :class:`~bilevel.SolverOutput` and never differentiated.
+    Arguments:
+        inner_loss: ``(inner, outer, batch) -> scalar``, or ``(scalar, aux)`` with ``has_aux``.
+        outer_loss: same signature as ``inner_loss``.
+        has_aux: both losses return ``(scalar, aux)``; aux is passed through to the
+            :class:`~bilevel.SolverOutput` and never differentiated.
     """
 
     inner_loss: Callable[..., Any]

@@ -1,29 +1,39 @@
 """Solvers by name, for configs: ``make_solver("implicit_cg", max_iter=20)``.
 
 A name stands for a factory and the keyword options it takes, each with its default. The built-in
-names are registered here; a solver defined anywhere else becomes choosable by name (and so from a
-config) with one call::
+names are registered here, one line each; a solver defined anywhere else becomes choosable by name
+(and so from a config) with one call::
 
     bilevel.register_solver("my_solver", MySolver)          # options: MySolver's dataclass fields
+    bilevel.register_solver("implicit_mine", *bilevel.implicit_with(MyLinearSolver))
 
 The options of a name are its whole public interface: a config holds them with their defaults, and
-:func:`make_solver` rejects any other keyword.
+:func:`make_solver` rejects any other keyword. See ``docs/solvers.md#how-to-add-a-solver``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from bilevel import solvers
+from bilevel import linear_solve
 from bilevel.errors import SolverConfigError
+from bilevel.solvers import (
+    FiniteDifference,
+    FirstOrder,
+    Implicit,
+    ImplicitFixedPoint,
+    Joint,
+    Solver,
+    Unrolled,
+    UnrolledForward,
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class _Entry:
-    factory: Callable[..., solvers.Solver]
+    factory: Callable[..., Solver]
     options: Mapping[str, Any]  # option name -> default
 
 
@@ -31,7 +41,15 @@ _REGISTRY: dict[str, _Entry] = {}
 
 
 def dataclass_options(cls: type, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The init fields of a dataclass with their defaults (fields without one are left out)."""
+    """The init fields of a dataclass with their defaults (fields without one are left out).
+
+    Arguments:
+        cls: a dataclass.
+        exclude: field names to leave out.
+
+    Returns:
+        ``{field name: default}`` in field order.
+    """
     return {
         f.name: f.default
         for f in dataclasses.fields(cls)
@@ -40,9 +58,12 @@ def dataclass_options(cls: type, exclude: tuple[str, ...] = ()) -> dict[str, Any
 
 
 def register_solver(
-    name: str, factory: Callable[..., solvers.Solver], options: Mapping[str, Any] | None = None
+    name: str, factory: Callable[..., Solver], options: Mapping[str, Any] | None = None
 ) -> None:
     """Make ``factory(**options) -> Solver`` choosable by ``name``.
+
+    Every option should be a plain config value (int, float, str, bool, None or a tuple) so that a
+    config can hold it.
 
     Arguments:
         name: the name configs and :func:`make_solver` use; must not be taken.
@@ -60,17 +81,28 @@ def register_solver(
 
 
 def solver_names() -> tuple[str, ...]:
-    """Every registered name, in registration order."""
+    """Every registered name, in registration order.
+
+    Returns:
+        The names.
+    """
     return tuple(_REGISTRY)
 
 
 def solver_options(name: str) -> dict[str, Any]:
-    """``{option: default}`` of the keyword options ``make_solver(name, ...)`` accepts."""
+    """``{option: default}`` of the keyword options ``make_solver(name, ...)`` accepts.
+
+    Raises:
+        SolverConfigError: an unknown name, naming the valid ones.
+    """
     return dict(_lookup(name).options)
 
 
-def make_solver(name: str, **options: Any) -> solvers.Solver:
+def make_solver(name: str, **options: Any) -> Solver:
     """Build the solver called ``name`` with keyword ``options`` (the rest keep their defaults).
+
+    Returns:
+        The solver.
 
     Raises:
         SolverConfigError: an unknown name or option, naming the valid ones.
@@ -91,14 +123,44 @@ def _lookup(name: str) -> _Entry:
     return _REGISTRY[name]
 
 
-register_solver("first_order", solvers.FirstOrder)
-register_solver("unrolled", solvers.Unrolled)
-register_solver("unrolled_forward", solvers.UnrolledForward)
-for _linear_solver in ("cg", "neumann", "fixed_point", "jaxopt"):
-    register_solver(
-        f"implicit_{_linear_solver}",
-        functools.partial(solvers.Implicit, linear_solver=_linear_solver.replace("jaxopt", "jaxopt_cg")),
-        dataclass_options(solvers.Implicit, exclude=("linear_solver",)),
-    )
-register_solver("finite_difference", solvers.FiniteDifference)
-register_solver("joint", solvers.Joint)
+def implicit_with(linear_solver: type) -> tuple[Callable[..., Implicit], dict[str, Any]]:
+    """A factory of :class:`~bilevel.Implicit` over a linear solver class, and its options.
+
+    The options are the linear solver's dataclass fields followed by ``Implicit``'s own (all but
+    ``linear_solver``); the factory routes each keyword to the one it belongs to. The pair is what
+    :func:`register_solver` takes: ``register_solver(name, *implicit_with(MyLinearSolver))``.
+
+    Arguments:
+        linear_solver: a dataclass whose instances are linear solvers (``(matvec, b) ->
+            SolveResult``), every field with a default.
+
+    Returns:
+        ``(factory, {option: default})``.
+
+    Raises:
+        SolverConfigError: a field of ``linear_solver`` has the name of an option of ``Implicit``.
+    """
+    own = dataclass_options(Implicit, exclude=("linear_solver",))
+    routed = dataclass_options(linear_solver)
+    clash = sorted(set(own) & set(routed))
+    if clash:
+        raise SolverConfigError(
+            f"linear solver {linear_solver.__name__} has option(s) {', '.join(clash)} of Implicit itself"
+        )
+
+    def factory(**options: Any) -> Implicit:
+        solver_options = {k: options.pop(k) for k in list(options) if k in routed}
+        return Implicit(linear_solver=linear_solver(**solver_options), **options)
+
+    return factory, {**routed, **own}
+
+
+register_solver("first_order", FirstOrder)
+register_solver("unrolled", Unrolled)
+register_solver("unrolled_forward", UnrolledForward)
+register_solver("implicit_cg", *implicit_with(linear_solve.CG))
+register_solver("implicit_neumann", *implicit_with(linear_solve.Neumann))
+register_solver("implicit_fixed_point", ImplicitFixedPoint)
+register_solver("implicit_jaxopt", *implicit_with(linear_solve.JaxoptCG))
+register_solver("finite_difference", FiniteDifference)
+register_solver("joint", Joint)

@@ -7,7 +7,7 @@ import optax
 import pytest
 
 import bilevel
-from bilevel import problems
+from bilevel import closed_form
 
 SGD = optax.sgd(0.1)
 
@@ -22,12 +22,12 @@ def _rel_error(estimate, exact):
 
 
 @pytest.mark.parametrize(
-    "make", [problems.ridge, lambda: problems.ridge(per_feature=True), problems.quadratic]
+    "make", [closed_form.ridge, lambda: closed_form.ridge(per_feature=True), closed_form.quadratic]
 )
 def test_cg_matches_closed_form_to_1e8(make):
     with jax.enable_x64(True):
         cf = make()
-        out = _at_solution(cf, bilevel.Implicit(max_iter=8, tol=1e-12))
+        out = _at_solution(cf, bilevel.Implicit(linear_solver=bilevel.CG(max_iter=8, tol=1e-12)))
         assert _rel_error(out.hypergrad, cf.hypergradient(cf.outer_init)) <= 1e-8
         assert not out.diagnostics["failed"]
         assert out.diagnostics["residual"] <= 1e-12
@@ -37,7 +37,7 @@ def test_cg_matches_closed_form_to_1e8(make):
 
 def test_jaxopt_backend_agrees_with_ours_to_1e8():
     with jax.enable_x64(True):
-        cf = problems.ridge(per_feature=True)
+        cf = closed_form.ridge(per_feature=True)
         ours = _at_solution(cf, bilevel.make_solver("implicit_cg", max_iter=8, tol=1e-12))
         theirs = _at_solution(cf, bilevel.make_solver("implicit_jaxopt", max_iter=8, tol=1e-12))
         assert _rel_error(theirs.hypergrad, ours.hypergrad) <= 1e-8
@@ -47,8 +47,8 @@ def test_jaxopt_backend_agrees_with_ours_to_1e8():
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: problems.ridge(per_feature=True),
-        pytest.param(problems.logistic, marks=pytest.mark.slow),
+        lambda: closed_form.ridge(per_feature=True),
+        pytest.param(closed_form.logistic, marks=pytest.mark.slow),
     ],
 )
 def test_neumann_and_fixed_point_converge_to_the_same_value(make):
@@ -73,35 +73,36 @@ def test_neumann_and_fixed_point_converge_to_the_same_value(make):
 
 def test_fixed_point_with_sgd_is_neumann_with_the_learning_rate():
     with jax.enable_x64(True):
-        cf = problems.ridge()
+        cf = closed_form.ridge()
         lr = 0.3
         neumann = _at_solution(
-            cf, bilevel.Implicit(linear_solver="neumann", step_size=lr, max_iter=7, tol=1e-30)
+            cf, bilevel.Implicit(linear_solver=bilevel.Neumann(step_size=lr, max_iter=7, tol=1e-30))
         )
-        fixed = _at_solution(
-            cf,
-            bilevel.Implicit(linear_solver="fixed_point", max_iter=7, tol=1e-30),
-            inner_opt=optax.sgd(lr),
-        )
+        fixed = _at_solution(cf, bilevel.ImplicitFixedPoint(max_iter=7, tol=1e-30), inner_opt=optax.sgd(lr))
         np.testing.assert_allclose(fixed.hypergrad, neumann.hypergrad, rtol=1e-12)
         assert neumann.diagnostics["iterations"] == fixed.diagnostics["iterations"] == 7
 
 
-@pytest.mark.parametrize("linear_solver", ["cg", "neumann", "fixed_point"])
-def test_error_decreases_with_iterations(linear_solver):
+ITERATIVE = ["implicit_cg", "implicit_neumann", "implicit_fixed_point"]
+
+
+def _iterative(name, step_size, **options):
+    """``make_solver(name, ...)``, with Neumann's ``step_size`` where the name takes one."""
+    if "step_size" in bilevel.solver_options(name):
+        options["step_size"] = step_size
+    return bilevel.make_solver(name, **options)
+
+
+@pytest.mark.parametrize("name", ITERATIVE)
+def test_error_decreases_with_iterations(name):
     with jax.enable_x64(True):
-        cf = problems.ridge(per_feature=True)
+        cf = closed_form.ridge(per_feature=True)
         exact = cf.hypergradient(cf.outer_init)
         errors = [
             _rel_error(
                 _at_solution(
                     cf,
-                    bilevel.Implicit(
-                        linear_solver=linear_solver,
-                        max_iter=n,
-                        tol=1e-14,
-                        step_size=0.4,
-                    ),
+                    _iterative(name, 0.4, max_iter=n, tol=1e-14),
                     inner_opt=optax.sgd(0.4),
                 ).hypergrad,
                 exact,
@@ -115,9 +116,10 @@ def test_error_decreases_with_iterations(linear_solver):
 
 def test_python_and_while_loops_give_the_same_iterates():
     with jax.enable_x64(True):
-        cf = problems.quadratic()
+        cf = closed_form.quadratic()
         outs = [
-            _at_solution(cf, bilevel.Implicit(max_iter=4, solve_loop=loop)) for loop in ("python", "while")
+            _at_solution(cf, bilevel.Implicit(linear_solver=bilevel.CG(max_iter=4, solve_loop=loop)))
+            for loop in ("python", "while")
         ]
         np.testing.assert_allclose(outs[0].hypergrad, outs[1].hypergrad, rtol=1e-12)
         assert outs[0].diagnostics["iterations"] == outs[1].diagnostics["iterations"] == 4
@@ -136,14 +138,14 @@ def _indefinite_problem():
     return bilevel.Problem(inner, outer)
 
 
-@pytest.mark.parametrize("linear_solver", ["cg", "neumann", "fixed_point"])
-def test_indefinite_hessian_sets_failed_and_reports_residual(linear_solver):
+@pytest.mark.parametrize("name", ITERATIVE)
+def test_indefinite_hessian_sets_failed_and_reports_residual(name):
     with jax.enable_x64(True):
         problem, opt = _indefinite_problem(), optax.sgd(0.5)
         y, x = jnp.array([0.3, -0.2, 0.1]), jnp.array([0.3, 0.2, 0.0])
         out = bilevel.hypergradient(
             problem,
-            bilevel.Implicit(linear_solver=linear_solver, max_iter=20, step_size=0.5),
+            _iterative(name, 0.5, max_iter=20),
             y,
             x,
             opt,
@@ -158,9 +160,11 @@ def test_indefinite_hessian_sets_failed_and_reports_residual(linear_solver):
 
 def test_damping_solves_the_shifted_system_and_rescues_an_ill_conditioned_solve():
     with jax.enable_x64(True):
-        cf = problems.ridge()
+        cf = closed_form.ridge()
         damping = 0.7
-        out = _at_solution(cf, bilevel.Implicit(max_iter=8, tol=1e-12, damping=damping))
+        out = _at_solution(
+            cf, bilevel.Implicit(linear_solver=bilevel.CG(max_iter=8, tol=1e-12), damping=damping)
+        )
         # Closed form of the damped hypergradient: dF/dlog_reg = -reg * w* . (H + d I)^-1 g.
         x, log_reg = cf.outer_init, cf.outer_init
         w = cf.inner_solution(x)
@@ -175,7 +179,7 @@ def test_damping_solves_the_shifted_system_and_rescues_an_ill_conditioned_solve(
         y, x = jnp.array([0.3, -0.2, 0.1]), jnp.array([0.3, 0.2, 0.0])
         damped = bilevel.hypergradient(
             problem,
-            bilevel.Implicit(max_iter=20, damping=2.0),
+            bilevel.Implicit(linear_solver=bilevel.CG(max_iter=20), damping=2.0),
             y,
             x,
             opt,
@@ -188,14 +192,14 @@ def test_damping_solves_the_shifted_system_and_rescues_an_ill_conditioned_solve(
 
 def test_mean_hessian_batch_uses_all_inner_batches():
     with jax.enable_x64(True):
-        cf = problems.quadratic()
+        cf = closed_form.quadratic()
         # Two batches whose linear terms differ do not change H; scaling A in one batch does.
         batches = jax.tree.map(lambda leaf: jnp.stack([leaf, 3.0 * leaf]), cf.inner_batch)
         y, opt = cf.inner_solution(cf.outer_init), optax.sgd(1e-3)
         outs = {
             which: bilevel.hypergradient(
                 cf.problem,
-                bilevel.Implicit(max_iter=8, tol=1e-12, hessian_batch=which),
+                bilevel.Implicit(linear_solver=bilevel.CG(max_iter=8, tol=1e-12), hessian_batch=which),
                 y,
                 cf.outer_init,
                 opt,

@@ -9,7 +9,7 @@ import optax
 import pytest
 
 import bilevel
-from bilevel import inner_loop, problems
+from bilevel import closed_form, inner_loop
 
 
 def _inner_k(cf, inner_opt, batches):
@@ -19,7 +19,7 @@ def _inner_k(cf, inner_opt, batches):
 
 def test_first_order_is_the_direct_partial_exactly():
     with jax.enable_x64(True):
-        cf, inner_opt = problems.quadratic(), optax.sgd(0.1, momentum=0.5)
+        cf, inner_opt = closed_form.quadratic(), optax.sgd(0.1, momentum=0.5)
         batches = cf.inner_batches(3)
         out = cf.solve(bilevel.FirstOrder(), inner_opt, batches)
         inner = _inner_k(cf, inner_opt, batches)
@@ -30,7 +30,7 @@ def test_first_order_is_the_direct_partial_exactly():
 
 def test_joint_is_the_partial_of_the_weighted_sum():
     with jax.enable_x64(True):
-        cf, inner_opt = problems.quadratic(), optax.sgd(0.1)
+        cf, inner_opt = closed_form.quadratic(), optax.sgd(0.1)
         batches = cf.inner_batches(2)
         out = cf.solve(bilevel.make_solver("joint", weight=0.25), inner_opt, batches)
         inner = _inner_k(cf, inner_opt, batches)
@@ -49,7 +49,7 @@ def _loss_weights():
     ``f(w, beta) = sum_j exp(beta_j) * logloss(w; group j) + |w|^2 / 20``, ``F = logloss(w; val)``:
     ``df/dbeta`` is not polynomial in ``w``, so central differences have a truncation error.
     """
-    data = problems.logistic(n_train=24)
+    data = closed_form.logistic(n_train=24)
 
     def log_loss(w, x, y):
         return jnp.mean(jnp.logaddexp(0.0, -y * (x @ w)))

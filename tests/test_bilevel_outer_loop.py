@@ -8,7 +8,7 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
 import bilevel
-from bilevel import problems
+from bilevel import closed_form
 
 INNER_OPT = optax.sgd(0.4)
 OUTER_OPT = optax.sgd(0.3)
@@ -34,14 +34,16 @@ def _play(cf, solver, steps, k):
 
 
 @pytest.mark.parametrize(
-    "solver", [bilevel.Implicit(max_iter=4), bilevel.Unrolled()], ids=["implicit", "unrolled"]
+    "solver",
+    [bilevel.Implicit(linear_solver=bilevel.CG(max_iter=4)), bilevel.Unrolled()],
+    ids=["implicit", "unrolled"],
 )
 def test_outer_loop_reaches_the_stackelberg_equilibrium(solver):
     """Follower: gradient steps with lr 0.4 on Hessian 2 I contract by 0.2, so K = 10 steps leave
     it 1e-7 off its best response and the unrolled K-step derivative 1e-7 off the implicit one;
     150 leader steps contract the leader's error below 1e-6."""
     with jax.enable_x64(True):
-        cf = problems.stackelberg()
+        cf = closed_form.stackelberg()
         state, history = _play(cf, solver, steps=150, k=10)
         np.testing.assert_allclose(state.outer_params, cf.equilibrium, atol=1e-6)
         np.testing.assert_allclose(state.inner_params, cf.inner_solution(cf.equilibrium), atol=1e-6)
@@ -52,7 +54,7 @@ def test_outer_loop_reaches_the_stackelberg_equilibrium(solver):
 
 def test_first_order_converges_elsewhere_and_the_report_says_where():
     with jax.enable_x64(True):
-        cf = problems.stackelberg()
+        cf = closed_form.stackelberg()
         state, _ = _play(cf, bilevel.FirstOrder(), steps=150, k=10)
         np.testing.assert_allclose(state.outer_params, cf.first_order_point, atol=1e-6)
         assert float(jnp.linalg.norm(cf.first_order_point - cf.equilibrium)) > 0.3
@@ -62,7 +64,7 @@ def test_first_order_converges_elsewhere_and_the_report_says_where():
 
 def test_outer_step_compiles_once_and_is_sharding_invariant():
     with jax.enable_x64(True):
-        cf = problems.ridge(n_train=16, n_val=8)
+        cf = closed_form.ridge(n_train=16, n_val=8)
         solver, k = bilevel.make_solver("implicit_cg", max_iter=3), 2
         step = STEP
         state = bilevel.init(cf.inner_init, cf.outer_init, INNER_OPT, OUTER_OPT)
@@ -102,7 +104,7 @@ def test_outer_step_compiles_once_and_is_sharding_invariant():
 
 def test_every_solver_reports_the_same_diagnostics_and_passes_aux_through():
     with jax.enable_x64(True):
-        cf = problems.quadratic()
+        cf = closed_form.quadratic()
 
         def inner(y, x, batch):
             return cf.problem.inner_loss(y, x, batch), {"y_mean": jnp.mean(y)}
@@ -138,7 +140,7 @@ def test_every_solver_reports_the_same_diagnostics_and_passes_aux_through():
 
 def test_step_returns_the_losses_aux_with_the_diagnostics():
     with jax.enable_x64(True), jax.numpy_dtype_promotion("standard"):
-        cf = problems.quadratic()
+        cf = closed_form.quadratic()
         problem = bilevel.Problem(
             lambda y, x, b: (cf.problem.inner_loss(y, x, b), {"inner": jnp.sum(y)}),
             lambda y, x, b: (cf.problem.outer_loss(y, x, b), {"outer": jnp.sum(x)}),

@@ -1,4 +1,4 @@
-"""Solvers by name: every name builds, and mistakes are clear configuration errors."""
+"""Solvers by name: every name builds, each takes exactly its options, mistakes are clear errors."""
 
 import pytest
 
@@ -10,8 +10,26 @@ def test_every_name_builds_a_hashable_solver():
         solver = bilevel.make_solver(name)
         assert isinstance(solver, bilevel.Solver)
         assert hash(solver) == hash(bilevel.make_solver(name))
-    assert bilevel.make_solver("implicit_neumann").linear_solver == "neumann"
+    assert bilevel.make_solver("implicit_neumann").linear_solver == bilevel.Neumann()
     assert bilevel.make_solver("unrolled", truncate=3, remat=True) == bilevel.Unrolled(truncate=3, remat=True)
+
+
+def test_implicit_names_combine_the_linear_solvers_options_with_implicits():
+    implicit = {"scan_inner": False, "damping": 0.0, "hessian_batch": "last"}
+    iterative = {"max_iter": 10, "tol": 1e-6, "solve_loop": "python"}
+    assert bilevel.solver_options("implicit_cg") == {**iterative, **implicit}
+    assert bilevel.solver_options("implicit_neumann") == {"step_size": 0.01, **iterative, **implicit}
+    assert bilevel.solver_options("implicit_fixed_point") == {**iterative, **implicit}
+    assert bilevel.solver_options("implicit_jaxopt") == {"max_iter": 10, "tol": 1e-6, **implicit}
+    assert bilevel.solver_options("unrolled") == {"scan_inner": False, "truncate": None, "remat": False}
+    solver = bilevel.make_solver("implicit_neumann", step_size=0.2, max_iter=3, damping=0.5)
+    assert solver == bilevel.Implicit(linear_solver=bilevel.Neumann(step_size=0.2, max_iter=3), damping=0.5)
+
+
+def test_every_option_is_a_plain_config_value():
+    for name in bilevel.solver_names():
+        for option, default in bilevel.solver_options(name).items():
+            assert default is None or isinstance(default, int | float | str | bool | tuple), (name, option)
 
 
 def test_unknown_name_lists_the_valid_names():
@@ -25,10 +43,15 @@ def test_unknown_name_lists_the_valid_names():
 def test_unknown_option_lists_the_valid_options():
     with pytest.raises(bilevel.SolverConfigError, match="max_iters") as info:
         bilevel.make_solver("implicit_cg", max_iters=5)
-    assert "max_iter, tol, damping" in str(info.value)
+    assert "max_iter, tol, solve_loop, scan_inner, damping, hessian_batch" in str(info.value)
     # The name fixes the linear solver; it is not an option of implicit_cg.
     with pytest.raises(bilevel.SolverConfigError, match="linear_solver"):
         bilevel.make_solver("implicit_cg", linear_solver="neumann")
+    # Options that do not apply to a name are not among its options.
+    with pytest.raises(bilevel.SolverConfigError, match="step_size"):
+        bilevel.make_solver("implicit_cg", step_size=0.1)
+    with pytest.raises(bilevel.SolverConfigError, match="solve_loop"):
+        bilevel.make_solver("implicit_jaxopt", solve_loop="while")
 
 
 @pytest.mark.parametrize(
@@ -38,6 +61,10 @@ def test_unknown_option_lists_the_valid_options():
         ("implicit_cg", {"damping": -1.0}, "damping must be >= 0"),
         ("implicit_cg", {"hessian_batch": "first"}, "hessian_batch='first' is not one of"),
         ("implicit_cg", {"solve_loop": "scan"}, "solve_loop='scan' is not one of python, while"),
+        ("implicit_neumann", {"step_size": 0.0}, "step_size must be positive"),
+        ("implicit_fixed_point", {"tol": -1.0}, "tol must be positive"),
+        ("implicit_fixed_point", {"solve_loop": "scan"}, "solve_loop='scan' is not one of python, while"),
+        ("implicit_jaxopt", {"max_iter": 0}, "max_iter must be positive"),
         ("unrolled", {"truncate": 0}, "truncate must be positive"),
         ("finite_difference", {"eps_scale": 0.0}, "eps_scale must be positive"),
     ],

@@ -7,7 +7,7 @@ import optax
 import pytest
 
 import bilevel
-from bilevel import inner_loop, problems
+from bilevel import closed_form, inner_loop
 
 OPTIMIZERS = {
     "sgd": optax.sgd(0.3),
@@ -50,7 +50,7 @@ def _central_difference(fun, x, h=1e-5):
 def test_unrolled_equals_central_difference_of_the_k_step_map(opt_name):
     inner_opt = OPTIMIZERS[opt_name]
     with jax.enable_x64(True), _promotion(inner_opt):
-        cf = problems.logistic()
+        cf = closed_form.logistic()
         batches = cf.inner_batches(4)
         out = cf.solve(bilevel.Unrolled(), inner_opt, batches)
         expected = _central_difference(_k_step_objective(cf, inner_opt, batches), cf.outer_init)
@@ -60,7 +60,7 @@ def test_unrolled_equals_central_difference_of_the_k_step_map(opt_name):
 
 def test_unrolled_converges_to_the_closed_form_as_k_grows():
     with jax.enable_x64(True):
-        cf = problems.ridge(per_feature=True)
+        cf = closed_form.ridge(per_feature=True)
         lr = 1.0 / float(jnp.linalg.eigvalsh(cf.inner_hessian(cf.outer_init))[-1])
         exact = cf.hypergradient(cf.outer_init)
         errors = []
@@ -73,7 +73,7 @@ def test_unrolled_converges_to_the_closed_form_as_k_grows():
 
 def test_truncated_unrolled_is_the_exact_gradient_of_the_truncated_map():
     with jax.enable_x64(True):
-        cf, inner_opt = problems.logistic(), OPTIMIZERS["momentum"]
+        cf, inner_opt = closed_form.logistic(), OPTIMIZERS["momentum"]
         batches = cf.inner_batches(5)
         out = cf.solve(bilevel.Unrolled(truncate=2), inner_opt, batches)
         expected = jax.grad(_k_step_objective(cf, inner_opt, batches, skip=3))(cf.outer_init)
@@ -96,7 +96,7 @@ def test_truncated_unrolled_is_the_exact_gradient_of_the_truncated_map():
 def test_remat_scan_and_forward_mode_give_the_same_gradient(solver, opt_name):
     inner_opt = OPTIMIZERS[opt_name]
     with jax.enable_x64(True), _promotion(inner_opt):
-        cf = problems.logistic()
+        cf = closed_form.logistic()
         batches = cf.inner_batches(5)
         reference = cf.solve(bilevel.Unrolled(), inner_opt, batches)
         out = cf.solve(solver, inner_opt, batches)

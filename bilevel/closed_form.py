@@ -1,7 +1,8 @@
 """Bi-level problems with closed-form inner solutions, hypergradients and equilibria.
 
-Standard checks for hypergradient solvers (REFERENCE.md section 4). The data are in the batches and
-the losses are module-level functions, so equal problems compare equal (one jit compilation).
+The field's standard checks for hypergradient solvers (``docs/solvers.md#verification``). The data
+are in the batches and the losses are module-level functions, so equal problems compare equal (one
+jit compilation).
 Closed forms are computed with ``jnp.linalg`` in the default float precision: enable float64
 (``with jax.enable_x64(True):``) around construction *and* use for 1e-8 checks.
 """
@@ -26,14 +27,17 @@ PyTree = Any
 class ClosedFormProblem:
     """A :class:`~bilevel.Problem` with its data and exact answers.
 
-    - ``inner_batch`` / ``outer_batch``: one batch each; :meth:`inner_batches` tiles K copies.
-    - ``inner_init``, ``outer_init``: a starting point.
-    - ``inner_solution(outer)``: the follower's exact best response ``inner*(outer)``.
-    - ``hypergradient(outer)``: the exact ``d/d outer F(inner*(outer), outer)``.
-    - ``inner_hessian(outer)``: ``d2 f / d inner2`` at ``inner_solution(outer)``.
-    - ``equilibrium``: the leader's optimum (Stackelberg equilibrium), where ``hypergradient`` is
-      zero, or ``None``; ``first_order_point``: where the direct partial ``dF/d outer`` at
-      ``inner*(outer)`` is zero (where first-order leader updates stop), or ``None``.
+    Arguments:
+        problem: the losses.
+        inner_batch, outer_batch: one batch each; :meth:`inner_batches` tiles K copies.
+        inner_init, outer_init: a starting point.
+        inner_solution: ``outer -> inner*(outer)``, the follower's exact best response.
+        hypergradient: ``outer -> d/d outer F(inner*(outer), outer)``, exact.
+        inner_hessian: ``outer -> d2 f / d inner2`` at ``inner_solution(outer)``.
+        equilibrium: the leader's optimum (Stackelberg equilibrium), where ``hypergradient`` is
+            zero, or ``None``.
+        first_order_point: where the direct partial ``dF/d outer`` at ``inner*(outer)`` is zero
+            (where first-order leader updates stop), or ``None``.
     """
 
     problem: Problem
@@ -48,8 +52,17 @@ class ClosedFormProblem:
     first_order_point: jax.Array | None = None
 
     def solve(self, solver, inner_opt, batches: PyTree, inner: PyTree | None = None):
-        """``bilevel.hypergradient`` at ``outer_init`` from ``inner`` (default ``inner_init``)
-        with a fresh ``inner_opt`` state: the solver's output on this problem."""
+        """``bilevel.hypergradient`` at ``outer_init`` with a fresh ``inner_opt`` state.
+
+        Arguments:
+            solver: any solver.
+            inner_opt: the inner optimiser.
+            batches: K inner batches (:meth:`inner_batches`).
+            inner: the follower's start (default ``inner_init``).
+
+        Returns:
+            The solver's output on this problem.
+        """
         inner = self.inner_init if inner is None else inner
         return hypergradient(
             self.problem,

@@ -1,0 +1,29 @@
+"""Hypergradient solvers: frozen dataclasses over :class:`Solver`, one module per family.
+
+See ``docs/solvers.md`` for what each computes and when it is exact.
+"""
+
+from bilevel.solvers.base import DIAGNOSTIC_KEYS, OuterTerms, Solver, SolverCall, SolverOutput, solver_output
+from bilevel.solvers.finite_difference import FiniteDifference
+from bilevel.solvers.first_order import FirstOrder
+from bilevel.solvers.fixed_point import ImplicitFixedPoint
+from bilevel.solvers.implicit import IFTSolver, Implicit
+from bilevel.solvers.joint import Joint
+from bilevel.solvers.unrolled import Unrolled, UnrolledForward
+
+__all__ = [
+    "DIAGNOSTIC_KEYS",
+    "FiniteDifference",
+    "FirstOrder",
+    "IFTSolver",
+    "Implicit",
+    "ImplicitFixedPoint",
+    "Joint",
+    "OuterTerms",
+    "Solver",
+    "SolverCall",
+    "SolverOutput",
+    "Unrolled",
+    "UnrolledForward",
+    "solver_output",
+]

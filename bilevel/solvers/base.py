@@ -1,0 +1,216 @@
+"""What every hypergradient solver shares: the call, the output, the diagnostics, the K inner steps.
+
+``solver(problem, inner_params, outer_params, inner_opt, inner_opt_state, inner_batches,
+outer_batch) -> SolverOutput``. Every solver runs the follower's K optimiser steps (one per
+leading-axis entry of ``inner_batches``, leader frozen) from ``inner_params`` to ``inner_K`` and
+returns ``inner_K``, the optimiser state and the leader's hypergradient there; solvers differ only
+in how they approximate ``d/d outer F(inner*(outer), outer)`` (``docs/solvers.md#the-solvers``).
+
+A new solver is a frozen dataclass over :class:`Solver` that implements :meth:`Solver.solve` on
+the packed :class:`SolverCall`, usually as :meth:`Solver.follow` (the K steps and the outer loss's
+gradients at ``inner_K``) and then :func:`solver_output` (``docs/solvers.md#how-to-add-a-solver``).
+
+Diagnostics (:data:`DIAGNOSTIC_KEYS`, identical for all solvers, scalar arrays):
+``inner_loss`` and ``inner_grad_norm`` (of the last inner step, before its update), ``outer_loss``
+(at ``inner_K`` on ``outer_batch``), ``hypergrad_norm``, ``residual`` (relative residual of the
+linear solve, 0 where none), ``iterations`` (solve iterations; unrolled: steps differentiated;
+finite difference: 1; otherwise 0) and ``failed`` (the solve did not converge or any output is
+non-finite).
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from bilevel import inner_loop, tree
+from bilevel.problem import Problem
+
+PyTree = Any
+
+DIAGNOSTIC_KEYS = (
+    "inner_loss",
+    "inner_grad_norm",
+    "outer_loss",
+    "hypergrad_norm",
+    "residual",
+    "iterations",
+    "failed",
+)
+
+
+class SolverOutput(NamedTuple):
+    """What a solver returns.
+
+    ``inner_params`` and ``inner_opt_state``: the follower after its K steps; ``hypergrad``: the
+    leader's hypergradient (``outer_params``' structure); ``diagnostics``: ``{key: scalar array}``
+    with the keys :data:`DIAGNOSTIC_KEYS`; ``inner_aux``: aux of the last inner step;
+    ``outer_aux``: aux of the outer loss at ``inner_K`` (both ``None`` unless ``Problem.has_aux``).
+    """
+
+    inner_params: PyTree
+    inner_opt_state: PyTree
+    hypergrad: PyTree
+    diagnostics: dict[str, jax.Array]
+    inner_aux: Any = None
+    outer_aux: Any = None
+
+
+class SolverCall(NamedTuple):
+    """A solver call's arguments, packed once (the arguments of :meth:`Solver.__call__`)."""
+
+    problem: Problem
+    inner_params: PyTree
+    outer_params: PyTree
+    inner_opt: optax.GradientTransformation
+    inner_opt_state: PyTree
+    inner_batches: PyTree
+    outer_batch: PyTree
+
+
+class OuterTerms(NamedTuple):
+    """The outer loss at a point: its value, aux, and gradients in the inner and outer parameters."""
+
+    loss: jax.Array
+    aux: Any
+    grad_inner: PyTree
+    grad_outer: PyTree
+
+
+def outer_terms(problem: Problem, inner: PyTree, outer: PyTree, batch: PyTree) -> OuterTerms:
+    """``F`` and both its partial gradients at ``(inner, outer)`` on ``batch``, in one pass."""
+    (loss, aux), (g_inner, g_outer) = jax.value_and_grad(problem.outer_value, argnums=(0, 1), has_aux=True)(
+        inner, outer, batch
+    )
+    return OuterTerms(loss, aux, g_inner, g_outer)
+
+
+def solver_output(
+    inner: PyTree,
+    opt_state: PyTree,
+    hypergrad: PyTree,
+    info: inner_loop.StepInfo,
+    outer: OuterTerms,
+    *,
+    residual: jax.Array | float = 0.0,
+    iterations: jax.Array | int = 0,
+    converged: jax.Array | bool = True,
+) -> SolverOutput:
+    """Assemble a :class:`SolverOutput` with the uniform diagnostics.
+
+    Arguments:
+        inner, opt_state: the follower after its K steps.
+        hypergrad: the leader's hypergradient.
+        info: the last inner step's report.
+        outer: the outer loss at ``inner``; only ``loss`` and ``aux`` are read.
+        residual: the linear solve's relative residual (0 where there is none).
+        iterations: solve iterations, or steps differentiated.
+        converged: the solve's verdict; ``failed`` is its negation or any non-finite output.
+
+    Returns:
+        The output, diagnostics cast to the outer loss's dtype (``iterations`` int32, ``failed``
+        bool).
+    """
+    dtype = outer.loss.dtype
+    residual = jnp.asarray(residual, dtype)
+    finite = tree.all_finite((hypergrad, inner, residual, outer.loss, info.loss))
+    diagnostics = {
+        "inner_loss": jnp.asarray(info.loss, dtype),
+        "inner_grad_norm": jnp.asarray(info.grad_norm, dtype),
+        "outer_loss": outer.loss,
+        "hypergrad_norm": jnp.asarray(tree.norm(hypergrad), dtype),
+        "residual": residual,
+        "iterations": jnp.asarray(iterations, jnp.int32),
+        "failed": jnp.logical_not(jnp.logical_and(jnp.asarray(converged), finite)),
+    }
+    return SolverOutput(inner, opt_state, hypergrad, diagnostics, info.aux, outer.aux)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Solver(abc.ABC):
+    """Base of all solvers: frozen (hashable, so a static ``jit`` argument) and called alike.
+
+    Arguments:
+        scan_inner: run the K inner steps in a ``lax.scan`` (compile time independent of K)
+            instead of a Python loop traced K times (faster with convolutions on XLA:CPU,
+            ``docs/solvers.md#xlacpu-performance-facts``).
+    """
+
+    scan_inner: bool = False
+
+    def __call__(
+        self,
+        problem: Problem,
+        inner_params: PyTree,
+        outer_params: PyTree,
+        inner_opt: optax.GradientTransformation,
+        inner_opt_state: PyTree,
+        inner_batches: PyTree,
+        outer_batch: PyTree,
+    ) -> SolverOutput:
+        """K inner steps, then the hypergradient at the new inner point.
+
+        Arguments:
+            problem: the bi-level problem.
+            inner_params, outer_params: the follower's and the leader's parameters.
+            inner_opt, inner_opt_state: the follower's optimiser and its state.
+            inner_batches: K inner batches stacked on a leading axis (every leaf ``(K, ...)``).
+            outer_batch: the batch of the outer loss.
+
+        Returns:
+            The follower after K steps, the hypergradient and the diagnostics.
+        """
+        return self.solve(
+            SolverCall(
+                problem,
+                inner_params,
+                outer_params,
+                inner_opt,
+                inner_opt_state,
+                inner_batches,
+                outer_batch,
+            )
+        )
+
+    @abc.abstractmethod
+    def solve(self, call: SolverCall) -> SolverOutput:
+        """The solver's work on the packed arguments (what :meth:`__call__` returns)."""
+
+    def inner_steps(
+        self,
+        call: SolverCall,
+        inner: PyTree,
+        opt_state: PyTree,
+        batches: PyTree,
+        outer: PyTree | None = None,
+    ) -> tuple[PyTree, PyTree, inner_loop.StepInfo]:
+        """Plain inner steps over ``batches`` (leading axis) from ``(inner, opt_state)``.
+
+        Arguments:
+            call: the packed call (problem and inner optimiser).
+            inner, opt_state: where to start.
+            batches: the batches to step on, stacked on a leading axis.
+            outer: the leader's parameters to hold fixed (default: ``call.outer_params``).
+
+        Returns:
+            The new inner parameters and optimiser state and the last step's report.
+        """
+        step = inner_loop.plain_step(call.problem, call.inner_opt)
+        outer = call.outer_params if outer is None else outer
+        return inner_loop.run(step, inner, opt_state, outer, batches, scan=self.scan_inner)
+
+    def follow(self, call: SolverCall) -> tuple[PyTree, PyTree, inner_loop.StepInfo, OuterTerms]:
+        """All K inner steps, then the outer loss and its gradients at ``inner_K``.
+
+        Returns:
+            ``(inner_K, opt_state_K, last step's report, outer terms at inner_K)``.
+        """
+        inner, state, info = self.inner_steps(
+            call, call.inner_params, call.inner_opt_state, call.inner_batches
+        )
+        return inner, state, info, outer_terms(call.problem, inner, call.outer_params, call.outer_batch)

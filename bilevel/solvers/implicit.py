@@ -1,0 +1,138 @@
+"""Implicit differentiation: the hypergradient from the implicit function theorem at ``inner_K``.
+
+:class:`IFTSolver` holds what every implicit solver shares (the follower's K steps, the curvature
+problem chosen by ``hessian_batch``, damping, the diagnostics); :class:`Implicit` solves with the
+inner Hessian through any linear solver object (:mod:`bilevel.linear_solve`).
+See ``docs/solvers.md#implicit-differentiation``.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from bilevel import curvature, inner_loop, linear_solve, tree
+from bilevel.errors import require_non_negative, require_one_of
+from bilevel.problem import Problem
+from bilevel.solvers.base import Solver, SolverCall, SolverOutput, solver_output
+
+PyTree = Any
+HESSIAN_BATCHES = ("last", "mean")
+
+
+class MixedTerm(NamedTuple):
+    """The implicit correction ``mixed`` (subtracted from ``dF/d outer``) and how its solve went:
+    ``residual`` (true relative residual), ``iterations``, ``converged``."""
+
+    mixed: PyTree
+    residual: jax.Array
+    iterations: jax.Array
+    converged: jax.Array
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class IFTSolver(Solver):
+    """``dF/d outer - mixed`` at ``inner_K``, ``mixed`` from a subclass's :meth:`mixed_term`.
+
+    Exact only where ``inner_K`` is stationary and the curvature invertible, so ``residual`` and
+    ``failed`` say how well the solve went (``inner_grad_norm`` how stationary the point is).
+
+    Arguments:
+        damping: add ``damping * I`` to the inner Hessian (>= 0).
+        hessian_batch: ``"last"`` (curvature of the inner loss on the last inner batch) or
+            ``"mean"`` (of the mean inner loss over all K batches: K times the cost per product).
+
+    Raises:
+        SolverConfigError: an option out of range.
+    """
+
+    damping: float = 0.0
+    hessian_batch: str = "last"
+
+    def __post_init__(self):
+        require_one_of("hessian_batch", self.hessian_batch, HESSIAN_BATCHES)
+        require_non_negative("damping", self.damping)
+
+    def solve(self, call: SolverCall) -> SolverOutput:
+        inner, state, info, outer = self.follow(call)
+        if self.hessian_batch == "last":
+            problem, batch = call.problem, inner_loop.batch_at(call.inner_batches, -1)
+        else:
+            problem = Problem(_mean_inner_loss(call.problem), call.problem.outer_loss, call.problem.has_aux)
+            batch = call.inner_batches
+        term = self.mixed_term(call, problem, batch, inner, state, outer.grad_inner)
+        hypergrad = tree.sub(outer.grad_outer, term.mixed)
+        return solver_output(
+            inner,
+            state,
+            hypergrad,
+            info,
+            outer,
+            residual=term.residual,
+            iterations=term.iterations,
+            converged=term.converged,
+        )
+
+    @abc.abstractmethod
+    def mixed_term(
+        self, call: SolverCall, problem: Problem, batch: PyTree, inner: PyTree, opt_state: PyTree, b: PyTree
+    ) -> MixedTerm:
+        """The correction at ``(inner, opt_state)`` (the follower after K steps).
+
+        Arguments:
+            call: the packed call (leader's parameters, inner optimiser).
+            problem, batch: whose inner loss defines the curvature (``hessian_batch``).
+            inner, opt_state: the follower after its K steps.
+            b: ``dF/d inner`` at ``inner``.
+        """
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Implicit(IFTSolver):
+    """``dF/d outer - M (H + damping I)^-1 dF/d inner`` with ``H`` and ``M`` the inner loss's
+    Hessian and mixed second derivative at ``inner_K``.
+
+    ``residual`` is the true relative residual ``||(H + damping I) x - b|| / ||b||``, computed in
+    the same forward-over-reverse pass as ``M x``; ``failed`` when the linear solver reports no
+    convergence, or when it has a ``tol`` and the true residual exceeds it.
+
+    Arguments:
+        linear_solver: ``(matvec, b) -> SolveResult``, hashable: :class:`~bilevel.CG`,
+            :class:`~bilevel.Neumann`, :class:`~bilevel.JaxoptCG` or a user's module-level function
+            or frozen dataclass (``docs/solvers.md#how-to-add-a-linear-solver``).
+        damping, hessian_batch, scan_inner: as in :class:`IFTSolver` and :class:`~bilevel.Solver`.
+    """
+
+    linear_solver: linear_solve.LinearSolver = linear_solve.CG()
+
+    def mixed_term(self, call, problem, batch, inner, opt_state, b) -> MixedTerm:
+        outer = call.outer_params
+
+        def loss(i, o):
+            return problem.inner_value(i, o, batch)[0]
+
+        def matvec(u):
+            return tree.axpy(self.damping, u, curvature.hvp(loss, inner, outer, u))
+
+        result = self.linear_solver(matvec, b)
+        _, hx, mixed = curvature.gradient_products(loss, inner, outer, result.x)
+        residual = linear_solve.relative_residual(tree.axpy(self.damping, result.x, hx), b)
+        tol = getattr(self.linear_solver, "tol", None)
+        converged = result.converged if tol is None else jnp.logical_and(result.converged, residual <= tol)
+        return MixedTerm(mixed, residual, result.iterations, converged)
+
+
+def _mean_inner_loss(problem: Problem):
+    """``(inner, outer, batches) -> (mean_k inner_loss(inner, outer, batches[k]), None)``."""
+
+    def loss(inner, outer, batches):
+        k = inner_loop.num_steps(batches)
+        values = [problem.inner_value(inner, outer, inner_loop.batch_at(batches, t))[0] for t in range(k)]
+        total = sum(values[1:], values[0]) / k
+        return (total, None) if problem.has_aux else total
+
+    return loss
