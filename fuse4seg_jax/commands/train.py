@@ -27,9 +27,9 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
+    from fuse4seg_jax.train.checks import config_warnings
     from fuse4seg_jax.train.config import load_config
     from fuse4seg_jax.train.loop import run_training
-    from fuse4seg_jax.train.trainer import config_warnings
 
     config = load_config(args.config, args.config_overrides)
     for warning in config_warnings(config):

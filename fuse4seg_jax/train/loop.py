@@ -18,11 +18,12 @@ from fuse4seg_jax import data
 from fuse4seg_jax.errors import TrainingError
 from fuse4seg_jax.train import sharding
 from fuse4seg_jax.train.checkpoint import Checkpoints
+from fuse4seg_jax.train.checks import validate_config
 from fuse4seg_jax.train.config import to_json
 from fuse4seg_jax.train.evaluation import evaluate
 from fuse4seg_jax.train.report import write_report
 from fuse4seg_jax.train.rundir import MetricsLog, open_run
-from fuse4seg_jax.train.trainer import Trainer, validate_config
+from fuse4seg_jax.train.trainer import Trainer
 
 
 def ensure_dataset(config: ml_collections.ConfigDict) -> Path:
@@ -97,12 +98,14 @@ def run_training(
         markdown tables.
 
     Raises:
+        ConfigError: the config fails ``fuse4seg_jax.train.checks.validate_config``; nothing is
+            written then.
         TrainingError: a loss became non-finite; the last good checkpoint is kept and the message
             says how to resume.
     """
-    validate_config(config)
-    if config.mesh.distributed:
+    if config.mesh.distributed:  # first: the checks count the devices of every host
         jax.distributed.initialize()
+    validate_config(config)
     workdir = open_run(workdir, config, resume=resume, overwrite=overwrite)
     dataset = ensure_dataset(config)
     train_src = data.open_split(dataset, "train")
