@@ -18,8 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="delete whatever run --workdir holds first")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.epilog = (
-        "Any config key can be set with --config.<key>=<value>, "
-        "e.g. --config.bilevel.solver=implicit_cg --config.stages.bilevel=100"
+        "Any config key can be set with --config.<key>=<value>, e.g. --config.stages.bilevel=100 "
+        "--config.bilevel.solver=implicit_cg --config.bilevel.options.implicit_cg.max_iter=20 "
+        "--config.model.fusion=smfnet --config.model.fusion_sizes.smfnet.dim=32. The config is "
+        "checked before anything is written; warnings go to stderr."
     )
 
 

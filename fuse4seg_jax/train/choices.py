@@ -41,8 +41,12 @@ def solver_from_config(config: ml_collections.ConfigDict) -> bilevel.Solver:
 
 
 def _option_at_fault(name: str, options: dict[str, Any]) -> str:
-    """``bilevel.options.<name>.<option> = value`` for the first option the solver rejects on its
-    own (the others at their defaults); the solver's whole entry when only a combination fails."""
+    """The key of the first option that solver ``name`` rejects on its own.
+
+    Returns:
+        ``bilevel.options.<name>.<option> = value`` for the first option rejected with the others
+        at their defaults; ``bilevel.options.<name>`` when only a combination is rejected.
+    """
     for option, value in options.items():
         try:
             bilevel.make_solver(name, **{option: value})
@@ -76,8 +80,17 @@ def model_arguments(config: ml_collections.ConfigDict, family: str, num_modaliti
 
 
 def runtime_arguments(config: ml_collections.ConfigDict, family: str, num_modalities: int) -> dict[str, Any]:
-    """What a ``family`` model takes from the data and the task rather than from its sizes
-    (``fuse4seg_jax.models.RUNTIME_ARGUMENTS``): modalities, input channels, classes."""
+    """What a ``family`` model takes from the data and the task rather than from its sizes.
+
+    Arguments:
+        config: a config from ``configs/``.
+        family: ``fusion``, ``segmentation`` or ``discriminator``.
+        num_modalities: N, the channels of the input images.
+
+    Returns:
+        ``fuse4seg_jax.models.RUNTIME_ARGUMENTS[family]`` with their values: N for a leader; the
+        follower's input channels (1, or N on stacked modalities) and ``model.num_classes``.
+    """
     return {
         "fusion": {"num_modalities": num_modalities},
         "segmentation": {
