@@ -166,8 +166,10 @@ def test_bad_solver_options_name_the_solver_and_option(tmp_path):
 
 def test_every_registered_model_has_its_paper_and_demo_sizes_in_the_configs():
     from fuse4seg_jax import models
+    from fuse4seg_jax.train.choices import runtime_arguments
 
     for family in models.FAMILIES:
+        assert runtime_arguments(base_config(), family, 2).keys() == set(models.RUNTIME_ARGUMENTS[family])
         paper, demo = (
             base_config().model[f"{family}_sizes"],
             load_config("configs/demo.py").model[f"{family}_sizes"],

@@ -52,7 +52,7 @@ def test_a_solver_registered_outside_the_package_is_chosen_with_its_options(tiny
 
 
 # The default leader and follower reuse the first-order pipeline test's trainer (same config, one
-# cached trainer); every other model compiles its own step (27-45 s on 2 cores), so is slow.
+# cached trainer); every other model compiles its own step (11-45 s on 2 shared cores), so is slow.
 _DEFAULTS = demo_config().model
 MODEL_OVERRIDES = [
     pytest.param(
