@@ -10,6 +10,7 @@ from fuse4seg_jax.train.config import load_config
 from fuse4seg_jax.train.loop import run_training
 
 ONE_DEVICE = "--config.mesh.data=1"  # the suite simulates 8 devices; the demo's batches are 4
+SLOW_EMA = "--config.bilevel.ema=0.99"  # a warning (61 % of the start after 50 steps) if it ran
 
 
 def test_the_shipped_configs_pass():
@@ -49,13 +50,26 @@ def test_a_bad_value_names_its_key_and_no_run_is_written(override, message, tmp_
         f"--config.data.manual_dir={tmp_path / 'phantom'}",
         f"--config.data.data_dir={tmp_path / 'prepared'}",
     ]
-    config = load_config("configs/demo.py", [*data, ONE_DEVICE, f"--config.{override}"])
+    config = load_config("configs/demo.py", [*data, ONE_DEVICE, SLOW_EMA, f"--config.{override}"])
+    warnings = []
     with pytest.raises(ConfigError, match=re.escape(message)):
-        run_training(config, tmp_path / "run", progress=False)
+        run_training(config, tmp_path / "run", progress=False, warn=warnings.append)
     assert not any(tmp_path.iterdir())  # no run directory, phantom cases or prepared dataset
+    assert warnings == []  # warnings are for configs that run
 
 
 def test_batches_must_split_over_the_data_axis():
     config = load_config("configs/demo.py", ["--config.mesh.data=8", "--config.batch.size=12"])
     with pytest.raises(ConfigError, match=re.escape("batch.size = 12; expected a multiple of the 8")):
         validate_config(config)
+
+
+def test_a_valid_run_reports_its_warnings_before_its_first_step(tiny_trainer, tmp_path, standard_promotion):
+    trainer = tiny_trainer()  # m = 0.9 over 2 leader steps: 81 % of the start
+    warnings = []
+    result = run_training(
+        trainer.config, tmp_path / "run", progress=False, stop_after=0, trainer=trainer, warn=warnings.append
+    )
+    (warning,) = warnings
+    assert "bilevel.ema = 0.9" in warning and "81%" in warning
+    assert result["tables"].startswith("stopped after step 0")

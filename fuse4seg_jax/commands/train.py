@@ -29,16 +29,18 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from fuse4seg_jax.train.checks import config_warnings
     from fuse4seg_jax.train.config import load_config
     from fuse4seg_jax.train.loop import run_training
 
     config = load_config(args.config, args.config_overrides)
-    for warning in config_warnings(config):
-        print(f"warning: {warning}", file=sys.stderr)
     workdir = args.workdir or str(Path("runs") / Path(args.config.partition(":")[0]).stem)
     result = run_training(
-        config, workdir, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress
+        config,
+        workdir,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+        warn=lambda message: print(f"warning: {message}", file=sys.stderr),
     )
     print(result["tables"])
     print(f"run directory: {workdir} (report.md, gallery.png, metrics.jsonl, checkpoints/)")

@@ -3,8 +3,8 @@
 :func:`validate_config` raises on a config that cannot run as written (a choice that does not
 exist, a number out of its range, batches that do not split over the devices, model sizes or
 solver options the constructors reject); :func:`config_warnings` lists choices that run but
-probably not as meant. ``fuse4seg_jax.train.loop.run_training`` validates, the ``train`` command
-prints the warnings; the ``Trainer`` trusts its config.
+probably not as meant, in a config that passed the checks. ``fuse4seg_jax.train.loop.run_training``
+runs both (the ``train`` command prints the warnings); the ``Trainer`` trusts its config.
 """
 
 from __future__ import annotations
@@ -119,10 +119,9 @@ def _check_sizes(config: ml_collections.ConfigDict, family: str) -> None:
 
 
 def config_warnings(config: ml_collections.ConfigDict) -> list[str]:
-    """Choices that run but probably not as meant; each message names the key."""
+    """Choices of a valid config that run but probably not as meant; each message names the key."""
     warnings = []
-    leader_known = config.model.fusion in models.names("fusion")
-    if config.stages.pretrain > 0 and leader_known and not leader_can_pretrain(config):
+    if config.stages.pretrain > 0 and not leader_can_pretrain(config):
         pretrainable = [n for n in models.names("fusion") if models.has_method("fusion", n, "autoencode")]
         warnings.append(
             f"config key stages.pretrain = {config.stages.pretrain}: fusion model "

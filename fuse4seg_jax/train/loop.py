@@ -7,6 +7,7 @@ checkpoint sees exactly the batches the uninterrupted run would have seen.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -18,7 +19,7 @@ from fuse4seg_jax import data
 from fuse4seg_jax.errors import TrainingError
 from fuse4seg_jax.train import sharding
 from fuse4seg_jax.train.checkpoint import Checkpoints
-from fuse4seg_jax.train.checks import validate_config
+from fuse4seg_jax.train.checks import config_warnings, validate_config
 from fuse4seg_jax.train.config import to_json
 from fuse4seg_jax.train.evaluation import evaluate
 from fuse4seg_jax.train.report import write_report
@@ -79,6 +80,7 @@ def run_training(
     progress: bool = True,
     stop_after: int | None = None,
     trainer: Trainer | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> dict:
     """Train as the config says, evaluate the result and write the report.
 
@@ -92,6 +94,8 @@ def run_training(
             e.g. to fit a time-boxed job; continue later with ``resume``.
         trainer: a :class:`Trainer` built from ``config`` to reuse (its steps are compiled once
             per process, e.g. across the runs of a sweep); by default a new one.
+        warn: called with each of ``fuse4seg_jax.train.checks.config_warnings``' messages once the
+            config has passed the checks (the ``train`` command prints them).
 
     Returns:
         the evaluation (``fuse4seg_jax.train.evaluation.evaluate``) plus ``tables``, the report's
@@ -106,6 +110,9 @@ def run_training(
     if config.mesh.distributed:  # first: the checks count the devices of every host
         jax.distributed.initialize()
     validate_config(config)
+    if warn is not None:
+        for message in config_warnings(config):
+            warn(message)
     workdir = open_run(workdir, config, resume=resume, overwrite=overwrite)
     dataset = ensure_dataset(config)
     train_src = data.open_split(dataset, "train")
