@@ -1,7 +1,7 @@
 """Forward and forward+backward time and memory of every registered model, side by side in one run.
 
 Batch: 2 images of ``--size`` x ``--size``; fusion models get 2 modalities, segmentation models
-and discriminators 1 channel. Each model at its default (paper) sizes, jitted. Every program is
+and discriminators 1 channel. Each model at its registered paper sizes, jitted. Every program is
 compiled first and its peak temporary memory read from XLA's memory analysis; programs that fit
 in ``--max-gib`` are then timed round-robin (``--rounds`` rounds, median), so the machine's noise
 falls on all of them alike, and the others are reported with their memory only. The backward
@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks._timing import print_table, time_interleaved
-from fuse4seg_jax.models import FAMILIES, create, names
+from fuse4seg_jax.models import FAMILIES, create, names, sizes
 
 
 def _main_output(family: str, out):
@@ -29,8 +29,8 @@ def _main_output(family: str, out):
 def _compiled_calls(family: str, name: str, size: int) -> dict[str, tuple[object, float]]:
     """``{"fwd" | "bwd": (zero-argument call, temporary GiB)}`` for one model on its batch."""
     channels = 2 if family == "fusion" else 1
-    sizes = {"num_modalities": 2} if family == "fusion" else {}
-    model, params = create(family, name, key=jax.random.key(0), **sizes)
+    runtime = {"num_modalities": channels} if family == "fusion" else {}
+    model, params = create(family, name, key=jax.random.key(0), **runtime, **sizes(family, name, "paper"))
     x = jax.random.uniform(jax.random.key(1), (2, size, size, channels))
 
     def forward(p, x):

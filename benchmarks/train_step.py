@@ -6,7 +6,7 @@ so no dataset is needed. On a GPU, ``--paper`` times paper-size models at 224 x 
 images per second.
 
     python -m benchmarks.train_step [--rounds 5] [--solvers first_order,unrolled,...] [--paper]
-        [--config.KEY=VALUE ...]   (e.g. --config.bilevel.options.solve_loop=while)
+        [--config.KEY=VALUE ...]   (e.g. --config.bilevel.options.implicit_cg.solve_loop=while)
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "phantom": ("phantom", "write synthetic BraTS-layout cases (brain, tumour, 4 contrasts)"),
     "prepare": ("prepare", "turn BraTS or phantom cases into the ArrayRecord slice dataset"),
     "evaluate": ("evaluate", "score segmentations against ground truth, or fused images"),
-    "models": ("models", "list registered models with their parameter counts at the paper sizes"),
+    "models": ("models", "list registered models with their parameter counts at the paper and demo sizes"),
     "train": ("train", "train leader and follower as a config says; evaluate; write the report"),
     "fuse": ("fuse", "fuse a BraTS case or folders of image pairs with a trained run"),
     "segment": ("segment", "segment a BraTS case with a trained run (NIfTI, BraTS labels)"),

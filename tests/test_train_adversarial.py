@@ -7,10 +7,11 @@ import pytest
 
 from fuse4seg_jax import losses, models
 from fuse4seg_jax.errors import ConfigError
+from fuse4seg_jax.train.checks import config_warnings, validate_config
 from fuse4seg_jax.train.config import load_config
 from fuse4seg_jax.train.objectives import Objectives, modality_major
 from fuse4seg_jax.train.sharding import put_batch
-from fuse4seg_jax.train.trainer import validate_config
+from fuse4seg_jax.train.stages import StagePlan
 
 pytestmark = pytest.mark.usefixtures("standard_promotion")
 
@@ -101,7 +102,6 @@ def test_pretrain_steps_train_both_players(tiny_trainer, tiny_overrides):
 @pytest.mark.parametrize(
     ("overrides", "key"),
     [
-        (["--config.stages.pretrain=3", "--config.model.fusion=caf_dense"], "stages.pretrain"),
         (["--config.loss.adversarial=0.1", "--config.model.discriminator=patchgan"], "model.discriminator"),
         (["--config.loss.adversarial=1", "--config.loss.generator_form=wgan"], "loss.generator_form"),
     ],
@@ -110,3 +110,13 @@ def test_bad_pretraining_choices_name_the_key(overrides, key):
     config = load_config("configs/demo.py", overrides)
     with pytest.raises(ConfigError, match=key):
         validate_config(config)
+
+
+def test_a_leader_without_autoencoder_skips_pretraining_with_a_warning():
+    config = load_config("configs/demo.py", ["--config.stages.pretrain=3", "--config.model.fusion=caf_dense"])
+    (warning,) = config_warnings(config)
+    assert "stages.pretrain" in warning and "'caf_dense'" in warning
+    assert [kind for kind, _ in StagePlan.from_config(config).stages] == ["follower", "bilevel"]
+    pretrained = load_config("configs/demo.py", ["--config.stages.pretrain=3"])
+    assert config_warnings(pretrained) == []
+    assert StagePlan.from_config(pretrained).stages[0] == ("pretrain", 3)

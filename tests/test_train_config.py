@@ -106,7 +106,7 @@ def test_metrics_log_drops_lines_after_the_restored_step(tmp_path):
 
 
 def test_a_slow_leader_ema_for_the_rollout_is_warned_about():
-    from fuse4seg_jax.train.trainer import config_warnings
+    from fuse4seg_jax.train.checks import config_warnings
 
     assert config_warnings(load_config("configs/demo.py")) == []
     paper_ema = load_config("configs/demo.py", ["--config.bilevel.ema=0.99"])
@@ -115,3 +115,71 @@ def test_a_slow_leader_ema_for_the_rollout_is_warned_about():
     assert config_warnings(load_config("configs/brats2021_t1ce_flair.py")) == []
     average = load_config("configs/baseline_average.py:demo", ["--config.bilevel.ema=0.99"])
     assert config_warnings(average) == []  # no leader steps: nothing to warn about
+
+
+def test_each_solver_has_its_registered_options_and_only_the_chosen_ones_are_read():
+    import bilevel
+    from fuse4seg_jax.train.choices import solver_from_config
+
+    c = base_config()
+    assert c.bilevel.options.to_dict() == {n: bilevel.solver_options(n) for n in bilevel.solver_names()}
+    assert c.bilevel.options.unrolled.truncate is None  # all K steps, no sentinel
+    unrolled = load_config(
+        "configs/demo.py",
+        ["--config.bilevel.solver=unrolled", "--config.bilevel.options.unrolled.truncate=3"],
+    )
+    assert solver_from_config(unrolled).truncate == 3
+    mean = load_config(
+        "configs/demo.py",
+        ["--config.bilevel.solver=implicit_cg", "--config.bilevel.options.implicit_cg.hessian_batch=mean"],
+    )
+    assert solver_from_config(mean).hessian_batch == "mean"
+    # another solver's bad option is not read
+    other = load_config("configs/demo.py", ["--config.bilevel.options.implicit_cg.hessian_batch=median"])
+    assert type(solver_from_config(other)) is bilevel.FirstOrder
+
+
+def test_bad_solver_options_name_the_solver_and_option(tmp_path):
+    from fuse4seg_jax.train.choices import solver_from_config
+
+    with pytest.raises(ConfigError, match=r"'bilevel\.options\.implicit_cg\.nope'"):
+        load_config("configs/demo.py", ["--config.bilevel.options.implicit_cg.nope=1"])
+    bad = load_config(
+        "configs/demo.py",
+        ["--config.bilevel.solver=implicit_cg", "--config.bilevel.options.implicit_cg.hessian_batch=median"],
+    )
+    with pytest.raises(ConfigError, match=r"bilevel\.options\.implicit_cg\.hessian_batch = 'median'"):
+        solver_from_config(bad)
+    # an option a config file adds (before the config is locked) is caught when the solver is built
+    path = tmp_path / "extra_option.py"
+    path.write_text(
+        "from fuse4seg_jax.train.defaults import demo_config\n"
+        "def get_config():\n"
+        "    c = demo_config()\n"
+        "    c.bilevel.solver = 'joint'\n"
+        "    c.bilevel.options.joint.wieght = 2.0\n"
+        "    return c\n"
+    )
+    with pytest.raises(ConfigError, match=r"bilevel\.options\.joint\.wieght = 2\.0.*valid options: "):
+        solver_from_config(load_config(path))
+
+
+def test_every_registered_model_has_its_paper_and_demo_sizes_in_the_configs():
+    from fuse4seg_jax import models
+    from fuse4seg_jax.train.choices import runtime_arguments
+
+    for family in models.FAMILIES:
+        assert runtime_arguments(base_config(), family, 2).keys() == set(models.RUNTIME_ARGUMENTS[family])
+        paper, demo = (
+            base_config().model[f"{family}_sizes"],
+            load_config("configs/demo.py").model[f"{family}_sizes"],
+        )
+        assert sorted(paper) == sorted(demo) == models.names(family)
+        for name in models.names(family):
+            assert paper[name].to_dict() == models.sizes(family, name, "paper")
+            assert demo[name].to_dict() == models.sizes(family, name, "demo")
+            assert sorted(paper[name]) == sorted(demo[name])  # every size is overridable in both
+    # the demo sizes of the default leader and follower are the ones the README's demo has used
+    demo = load_config("configs/demo.py").model
+    assert demo.fusion_sizes.frequency_decoupled.dim == 16
+    assert demo.segmentation_sizes.convnext_unet.widths == (16, 32, 64)

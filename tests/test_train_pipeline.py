@@ -14,8 +14,7 @@ import pytest
 
 import bilevel
 from fuse4seg_jax.cli import main
-from fuse4seg_jax.train.config import load_config
-from fuse4seg_jax.train.loop import ensure_dataset, run_training
+from fuse4seg_jax.train.loop import run_training
 from fuse4seg_jax.train.objectives import microbatched
 from fuse4seg_jax.train.rundir import read_metrics
 from fuse4seg_jax.train.sharding import put_batch
@@ -32,15 +31,6 @@ SOLVERS = [
 ]
 
 pytestmark = pytest.mark.usefixtures("standard_promotion")
-
-
-@pytest.fixture(scope="module")
-def tiny_batches(tiny_overrides):
-    from fuse4seg_jax import data
-
-    config = load_config("configs/demo.py", tiny_overrides)
-    src = data.open_split(ensure_dataset(config), "train")
-    return data.patient_split_batch(src, 8, 8, seed=0, step=0)
 
 
 @pytest.mark.parametrize("solver", SOLVERS)

@@ -1,11 +1,8 @@
-"""``fuse4seg models``: every registered model with its parameter count at the paper sizes."""
+"""``fuse4seg models``: every registered model with its parameter counts at the paper and demo sizes."""
 
 from __future__ import annotations
 
 import argparse
-
-# Sizes a family's constructors need beyond their defaults (the defaults are the paper sizes).
-REQUIRED_SIZES = {"fusion": {"num_modalities": 2}, "segmentation": {}, "discriminator": {}}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,23 +13,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def parameter_count(family: str, name: str) -> int:
-    """Parameters of model ``family/name`` at its default sizes, from shapes alone (no compute)."""
+def parameter_count(family: str, name: str, preset: str) -> int:
+    """Parameters of model ``family/name`` at size ``preset``, from shapes alone (no compute).
+
+    Runtime arguments are the paper config's: its modalities, one input channel, its classes.
+    """
     from flax import nnx
 
-    from fuse4seg_jax.models import count_params, registry
+    from fuse4seg_jax import models
+    from fuse4seg_jax.train.choices import runtime_arguments
+    from fuse4seg_jax.train.defaults import base_config
 
-    constructor = registry._REGISTRY[(family, name)]
-    module = nnx.eval_shape(lambda: constructor(rngs=nnx.Rngs(0), **REQUIRED_SIZES[family]))
-    return count_params(nnx.state(module, nnx.Param))
+    config = base_config()
+    arguments = {
+        **runtime_arguments(config, family, len(config.data.modalities)),
+        **models.sizes(family, name, preset),
+    }
+    module = nnx.eval_shape(lambda: models.build(family, name, rngs=nnx.Rngs(0), **arguments))
+    return models.count_params(nnx.state(module, nnx.Param))
 
 
 def run(args: argparse.Namespace) -> int:
     from fuse4seg_jax.models import FAMILIES, names
 
     families = [args.family] if args.family else list(FAMILIES)
-    rows = [(f, n, parameter_count(f, n)) for f in families for n in names(f)]
-    print(f"{'family':<14} {'model':<22} {'parameters':>12}")
-    for family, name, count in rows:
-        print(f"{family:<14} {name:<22} {count:>12,}")
+    print(f"{'family':<14} {'model':<22} {'paper sizes':>12} {'demo sizes':>12}")
+    for family in families:
+        for name in names(family):
+            paper, demo = (parameter_count(family, name, preset) for preset in ("paper", "demo"))
+            print(f"{family:<14} {name:<22} {paper:>12,} {demo:>12,}")
     return 0

@@ -24,8 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "<workdir>/library.log",
     )
     parser.epilog = (
-        "Any config key can be set with --config.<key>=<value>, "
-        "e.g. --config.bilevel.solver=implicit_cg --config.stages.bilevel=100"
+        "Any config key can be set with --config.<key>=<value>, e.g. --config.stages.bilevel=100 "
+        "--config.bilevel.solver=implicit_cg --config.bilevel.options.implicit_cg.max_iter=20 "
+        "--config.model.fusion=smfnet --config.model.fusion_sizes.smfnet.dim=32. The config is "
+        "checked before anything is written; warnings go to stderr."
     )
 
 
@@ -35,11 +37,8 @@ def run(args: argparse.Namespace) -> int:
 
     from fuse4seg_jax.train.config import load_config
     from fuse4seg_jax.train.loop import run_training
-    from fuse4seg_jax.train.trainer import config_warnings
 
     config = load_config(args.config, args.config_overrides)
-    for warning in config_warnings(config):
-        print(f"warning: {warning}", file=sys.stderr)
     workdir = args.workdir or str(Path("runs") / Path(args.config.partition(":")[0]).stem)
     result = run_training(
         config,
@@ -48,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.no_progress,
         verbose=args.verbose,
+        warn=lambda message: print(f"warning: {message}", file=sys.stderr),
     )
     print(result["tables"])
     print(f"run directory: {workdir} (report.md, gallery.png, metrics.jsonl, checkpoints/)")

@@ -1,6 +1,7 @@
 """Fusion leaders, segmentation followers and discriminators behind one pure boundary.
 
-Importing this package registers every model; build one with :func:`create`.
+Importing this package registers every model with its paper and demo sizes (:func:`sizes`); build
+one with :func:`create`.
 """
 
 from fuse4seg_jax.models import (
@@ -12,16 +13,30 @@ from fuse4seg_jax.models import (
     smfnet,  # noqa: F401  (registers its model)
 )
 from fuse4seg_jax.models.pure import Params, PureModel, count_params, split_module
-from fuse4seg_jax.models.registry import FAMILIES, create, has_method, names, register
+from fuse4seg_jax.models.registry import (
+    FAMILIES,
+    PRESETS,
+    RUNTIME_ARGUMENTS,
+    build,
+    create,
+    has_method,
+    names,
+    register,
+    sizes,
+)
 
 __all__ = [
     "FAMILIES",
+    "PRESETS",
+    "RUNTIME_ARGUMENTS",
     "Params",
     "PureModel",
+    "build",
     "count_params",
     "create",
     "has_method",
     "names",
     "register",
+    "sizes",
     "split_module",
 ]

@@ -1,9 +1,13 @@
-"""CAF's simple fusion network: three dense blocks, no specific design (CAF, paper 003), NHWC.
+"""CAF's simple fusion network: three dense blocks, no specific design, NHWC.
+
+From CAF ("Towards a Compact, Automatic, and Flexible Framework for Multi-modality Image Fusion");
+sizes in ``docs/conventions.md#architectures``.
 
 The paper gives only "three dense blocks"; we use a DenseFuse-style shape: a 3x3 stem over the
 stacked modalities, then each dense block concatenates the outputs of its 3x3 conv + ReLU layers
 with its input and a 1x1 transition brings the width back, then a 3x3 head and a sigmoid.
 It is the default inner network of the loss-weight search: small, fast, any spatial size.
+Its demo preset (width and growth 8, two layers per block) is a quarter of the paper's compute.
 """
 
 from __future__ import annotations
@@ -40,16 +44,21 @@ class DenseBlock(nnx.Module):
         return x
 
 
-@register("fusion", "caf_dense")
+@register(
+    "fusion",
+    "caf_dense",
+    paper={"width": 16, "growth": 16, "dense_layers": 3, "blocks": 3},
+    demo={"width": 8, "growth": 8, "dense_layers": 2},
+)
 class CAFDenseFusion(nnx.Module):
     """Stem, ``blocks`` dense blocks with 1x1 transitions, 3x3 head, sigmoid.
 
     Arguments:
         num_modalities: N >= 2 input channels.
-        width: channels between blocks (16).
-        growth: channels added per dense layer (16).
-        dense_layers: conv layers per dense block (3).
-        blocks: dense blocks (3).
+        width: channels between blocks.
+        growth: channels added per dense layer.
+        dense_layers: conv layers per dense block.
+        blocks: dense blocks.
         rngs: parameter initialisation.
 
     Call: ``x: (B, H, W, N) -> {"fused": (B, H, W, 1)}`` in (0, 1) (sigmoid, not min-max
@@ -60,10 +69,10 @@ class CAFDenseFusion(nnx.Module):
         self,
         num_modalities: int,
         *,
-        width: int = 16,
-        growth: int = 16,
-        dense_layers: int = 3,
-        blocks: int = 3,
+        width: int,
+        growth: int,
+        dense_layers: int,
+        blocks: int,
         rngs: nnx.Rngs,
     ):
         if num_modalities < 2:

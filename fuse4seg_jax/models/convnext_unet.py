@@ -145,12 +145,24 @@ def _run(blocks: nnx.List, x: jax.Array) -> jax.Array:
     return x
 
 
-@register("segmentation", "convnext_unet")
+@register(
+    "segmentation",
+    "convnext_unet",
+    paper={
+        "widths": (32, 64, 128, 256),
+        "depths": (2, 2, 2, 2),
+        "bottleneck_heads": 4,
+        "bottleneck_blocks": 1,
+        "kernel_size": 7,
+    },
+    demo={"widths": (16, 32, 64), "depths": (1, 1, 1), "bottleneck_heads": 2, "kernel_size": 3},
+)
 class ConvNeXtUNet(nnx.Module):
     """ConvNeXt U-Net with a transformer bottleneck; see the module docstring for the layout.
 
-    Registered as ``segmentation/convnext_unet``; the class itself is the registry constructor,
-    and its defaults are the sizes chosen in the module docstring.
+    Registered as ``segmentation/convnext_unet``; the class itself is the registry constructor.
+    Its paper preset holds the sizes chosen in the module docstring; the demo preset halves the
+    widths, drops a level and takes 3 x 3 kernels.
 
     Arguments:
         in_channels: input channels (1 for a fused image, N for the multi-channel baseline).
@@ -173,11 +185,11 @@ class ConvNeXtUNet(nnx.Module):
         *,
         in_channels: int = 1,
         num_classes: int = 4,
-        widths: Sequence[int] = (32, 64, 128, 256),
-        depths: Sequence[int] = (2, 2, 2, 2),
-        bottleneck_heads: int = 4,
-        bottleneck_blocks: int = 1,
-        kernel_size: int = 7,
+        widths: Sequence[int],
+        depths: Sequence[int],
+        bottleneck_heads: int,
+        bottleneck_blocks: int,
+        kernel_size: int,
         rngs: nnx.Rngs,
     ):
         widths, depths = tuple(widths), tuple(depths)

@@ -12,6 +12,10 @@ Memory: attention over all ``H * W`` pixels would need ``(H W)^2`` entries per h
 224 x 224), so queries, keys and values are tokens of non-overlapping ``patch x patch`` cells
 (a strided ``patch x patch`` conv); the attention has ``(H W / patch^2)^2`` entries per head and
 its output is resized back to ``H x W`` bilinearly. ``H`` and ``W`` must be multiples of ``patch``.
+
+Fuse4Seg v1 gives no sizes; ours are in ``docs/conventions.md#architectures``. The demo preset
+(dim 16, 2 heads, one block each side, 8 x 8 patches: 64 tokens on a 64 x 64 slice) runs on 2 CPU
+cores.
 """
 
 from __future__ import annotations
@@ -34,16 +38,21 @@ from fuse4seg_jax.models.registry import register
 from fuse4seg_jax.models.restormer import RestormerBlock
 
 
-@register("fusion", "cross_attention")
+@register(
+    "fusion",
+    "cross_attention",
+    paper={"dim": 64, "heads": 8, "encoder_blocks": 2, "decoder_blocks": 2, "patch": 8},
+    demo={"dim": 16, "heads": 2, "encoder_blocks": 1, "decoder_blocks": 1},
+)
 class CrossAttentionFusion(nnx.Module):
     """Fuse N modalities by attending from modality 1's tokens to each other modality's.
 
     Arguments:
         num_modalities: N >= 2; channel 0 of the input is the query modality.
-        dim: feature channels (64); divisible by ``heads``.
-        heads: attention heads (8); each has ``d = dim / heads`` channels.
-        encoder_blocks, decoder_blocks: Restormer blocks in the shared encoder / decoder (2, 2).
-        patch: side of the token cells (8); input sides must be multiples of it.
+        dim: feature channels; divisible by ``heads``.
+        heads: attention heads; each has ``d = dim / heads`` channels.
+        encoder_blocks, decoder_blocks: Restormer blocks in the shared encoder / decoder.
+        patch: side of the token cells; input sides must be multiples of it.
         rngs: parameter initialisation.
     """
 
@@ -51,11 +60,11 @@ class CrossAttentionFusion(nnx.Module):
         self,
         num_modalities: int,
         *,
-        dim: int = 64,
-        heads: int = 8,
-        encoder_blocks: int = 2,
-        decoder_blocks: int = 2,
-        patch: int = 8,
+        dim: int,
+        heads: int,
+        encoder_blocks: int,
+        decoder_blocks: int,
+        patch: int,
         rngs: nnx.Rngs,
     ):
         check_sizes(num_modalities, dim, heads)

@@ -1,11 +1,12 @@
 """Per-modality discriminator for Fuse4Seg v1's adversarial pre-training, NHWC.
 
-Fuse4Seg v1 (papers 000/001) trains one discriminator per modality to tell a source image from
-its reconstruction (and later from the fused image) but does not give its layers. We use the
-usual fusion-GAN shape (FusionGAN, DDcGAN): stride-2 3x3 convs doubling the width, LeakyReLU
-0.2, then a global average and a linear logit. In place of BatchNorm (whose running statistics
-are state the bi-level loop must not mutate) every conv after the first is followed by a
-per-pixel channel LayerNorm, which is stateless and per sample.
+Fuse4Seg v1 ("Image-Level Fusion Based Multi-Modality Medical Image Segmentation") trains one
+discriminator per modality to tell a source image from its reconstruction (and later from the
+fused image) but does not give its layers. We use the usual fusion-GAN shape (FusionGAN,
+DDcGAN): stride-2 3x3 convs doubling the width, LeakyReLU 0.2, then a global average and a linear
+logit. In place of BatchNorm (whose running statistics are state the bi-level loop must not
+mutate) every conv after the first is followed by a per-pixel channel LayerNorm, which is
+stateless and per sample. Sizes: ``docs/conventions.md#architectures``.
 """
 
 from __future__ import annotations
@@ -20,17 +21,18 @@ from fuse4seg_jax.models.registry import register
 from fuse4seg_jax.models.restormer import ChannelLayerNorm
 
 
-@register("discriminator", "fuse4seg_v1")
+# the demo keeps the paper sizes: 64 x 64 images pass 4 stride-2 convs (to 4 x 4) cheaply
+@register("discriminator", "fuse4seg_v1", paper={"width": 32, "depth": 4}, demo={})
 class Discriminator(nnx.Module):
     """``(B, H, W, 1) -> (B,)`` real-vs-generated logits.
 
     Arguments:
-        width: channels of the first conv (32); doubled at each further conv.
-        depth: number of stride-2 convs (4); any ``H, W >= 1`` works (``SAME`` padding).
+        width: channels of the first conv; doubled at each further conv.
+        depth: number of stride-2 convs; any ``H, W >= 1`` works (``SAME`` padding).
         rngs: parameter initialisation.
     """
 
-    def __init__(self, *, width: int = 32, depth: int = 4, rngs: nnx.Rngs):
+    def __init__(self, *, width: int, depth: int, rngs: nnx.Rngs):
         if depth < 1:
             raise ConfigError(f"discriminator depth must be >= 1, got {depth}")
         widths = [1] + [width * 2**i for i in range(depth)]

@@ -5,7 +5,8 @@ One encoder, shared by every modality, splits each image into low-frequency ("ba
 (an invertible affine coupling). The fusion units add the N modalities' features and refine the
 sums (``H_low``: one base block; ``H_high``: one coupling layer), and the decoder turns
 ``concat(low, high)`` into one image, min-max normalised per image (Fuse4Seg eq. 6).
-Sizes: REFERENCE.md section 1. Like CDDFuse's code, no convolution has a bias except the
+Sizes: the paper preset is CDDFuse's (Fuse4Seg's leader), see
+``docs/conventions.md#architectures``. Like CDDFuse's code, no convolution has a bias except the
 couplings' 1x1 mixing conv. Unlike CDDFuse's phase II, the decoder adds no source image to its
 output before the sigmoid: with N modalities there is no privileged one.
 """
@@ -108,17 +109,22 @@ class Decoder(nnx.Module):
         return jax.nn.sigmoid(self.out(jax.nn.leaky_relu(self.head(x), negative_slope=0.01)))
 
 
-@register("fusion", "frequency_decoupled")
+@register(
+    "fusion",
+    "frequency_decoupled",
+    paper={"dim": 64, "heads": 8, "encoder_blocks": 4, "decoder_blocks": 4, "inn_layers": 3},
+    demo={"dim": 16, "heads": 2, "encoder_blocks": 1, "decoder_blocks": 1, "inn_layers": 1},
+)
 class FrequencyDecoupledFusion(nnx.Module):
     """Fuse N single-channel modalities through shared low/high-frequency features.
 
     Arguments:
         num_modalities: N >= 2, the channels of the input.
-        dim: feature channels (64); even and divisible by ``heads``.
-        heads: attention heads (8).
-        encoder_blocks: Restormer blocks before the two branches (4).
-        decoder_blocks: Restormer blocks in the decoder (4).
-        inn_layers: coupling layers of the encoder's detail branch (3); the fusion unit has 1.
+        dim: feature channels; even and divisible by ``heads``.
+        heads: attention heads.
+        encoder_blocks: Restormer blocks before the two branches.
+        decoder_blocks: Restormer blocks in the decoder.
+        inn_layers: coupling layers of the encoder's detail branch; the fusion unit has 1.
         rngs: parameter initialisation.
 
     Spatial sizes: any ``H, W >= 2`` (the couplings reflect-pad by 1), odd or even.
@@ -128,11 +134,11 @@ class FrequencyDecoupledFusion(nnx.Module):
         self,
         num_modalities: int,
         *,
-        dim: int = 64,
-        heads: int = 8,
-        encoder_blocks: int = 4,
-        decoder_blocks: int = 4,
-        inn_layers: int = 3,
+        dim: int,
+        heads: int,
+        encoder_blocks: int,
+        decoder_blocks: int,
+        inn_layers: int,
         rngs: nnx.Rngs,
     ):
         check_sizes(num_modalities, dim, heads)

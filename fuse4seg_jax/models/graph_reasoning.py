@@ -1,4 +1,4 @@
-"""SMFNet's Graph Reasoning module (paper 004, sec. 2.2.3), generalised to N modalities, NHWC.
+"""SMFNet's Graph Reasoning module (SMFNet sec. 2.2.3), generalised to N modalities, NHWC.
 
 Nodes are multi-scale views of each modality's features; edges carry sigmoid-gated messages
 computed from node differences; nodes are updated by a convolutional GRU. For modality ``m`` and
@@ -17,7 +17,8 @@ as input and the node as hidden state (eq. 16). After ``steps`` rounds, each mod
 concatenated and merged by a 1x1 conv.
 
 The paper gives no sizes: factors (1, 2, 4) (the factor-1 node keeps full-resolution detail, as
-the module also supplies low-level detail) and 2 message-passing steps are our choices.
+the module also supplies low-level detail) and 2 message-passing steps are our choices
+(``docs/conventions.md#architectures``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Invertible affine coupling (the high-frequency "detail" branch), NHWC.
 
-Sizes follow REFERENCE.md section 1 (CDDFuse's ``DetailFeatureExtraction``). A layer splits the
+Sizes follow CDDFuse's ``DetailFeatureExtraction`` (``docs/conventions.md#architectures``). A layer splits the
 channels into halves ``z1, z2`` and computes
 
     [z1, z2] <- split(W [z1, z2] + b)          (1x1 conv with bias: mixes the halves)

@@ -2,8 +2,9 @@
 
 Shared by the frequency-decoupled fusion leader (encoder, decoder, low-frequency "base" branch)
 and by other models that want transposed (channel-to-channel) attention, which costs O(H*W*C^2)
-and so stays linear in the number of pixels. Sizes follow REFERENCE.md section 1 (CDDFuse's
-Restormer): convolutions without bias unless ``bias=True``, zero ``SAME`` padding.
+and so stays linear in the number of pixels. Sizes follow CDDFuse's Restormer
+(``docs/conventions.md#architectures``): convolutions without bias unless ``bias=True``, zero
+``SAME`` padding.
 
 Public API:
 

@@ -1,4 +1,7 @@
-"""SMFNet-style fusion leader (paper 004: "A Semantic-Aware and Multi-Guided Network"), NHWC.
+"""SMFNet-style fusion leader, NHWC.
+
+After SMFNet ("A Semantic-Aware and Multi-Guided Network for Infrared-Visible Image Fusion"); sizes
+in ``docs/conventions.md#architectures``.
 
 Pipeline, with every module shared by all N modalities (the paper has N = 2, infrared and visible):
 
@@ -22,6 +25,8 @@ modality"); the fusion layers sum over all N; the graph connects every pair of m
 The paper gives no layer sizes. Defaults follow CDDFuse where SMFNet builds on it (dim 64,
 8 heads, 3 coupling layers in the detail branch, 4 decoder blocks) and are our choice elsewhere:
 2 shallow blocks, 2 blocks in the base group, LeFF expansion 2, graph factors (1, 2, 4), 2 steps.
+The demo preset (dim 16, 2 heads, one block or layer where the paper preset has several, graph
+factors (1, 2) and one message-passing step) trains on 64 x 64 slices on 2 CPU cores.
 Any ``H, W >= 2``, odd or even (the couplings reflection-pad by 1).
 """
 
@@ -157,7 +162,31 @@ class Decoder(nnx.Module):
         return jax.nn.sigmoid(self.out(jax.nn.leaky_relu(self.head(x), negative_slope=0.01)))
 
 
-@register("fusion", "smfnet")
+@register(
+    "fusion",
+    "smfnet",
+    paper={
+        "dim": 64,
+        "heads": 8,
+        "shallow_blocks": 2,
+        "base_blocks": 2,
+        "decoder_blocks": 4,
+        "inn_layers": 3,
+        "graph_factors": (1, 2, 4),
+        "graph_steps": 2,
+        "expansion": 2.0,
+    },
+    demo={
+        "dim": 16,
+        "heads": 2,
+        "shallow_blocks": 1,
+        "base_blocks": 1,
+        "decoder_blocks": 1,
+        "inn_layers": 1,
+        "graph_factors": (1, 2),
+        "graph_steps": 1,
+    },
+)
 class SMFNet(nnx.Module):
     """SMFNet-style fusion of N single-channel modalities; see the module docstring.
 
@@ -165,15 +194,15 @@ class SMFNet(nnx.Module):
 
     Arguments:
         num_modalities: N >= 2, the channels of the input.
-        dim: feature channels (64); even and divisible by ``heads``.
-        heads: attention heads (8).
-        shallow_blocks: MDTA + LeFF blocks of the shallow encoder (2).
-        base_blocks: blocks of the base branch's residual group (2).
-        decoder_blocks: blocks of the decoder (4).
-        inn_layers: coupling layers in the CAI block (3); the detail fusion layer has 1.
-        graph_factors: pooling factors of the graph's node scales (1, 2, 4).
-        graph_steps: message-passing rounds of the graph (2).
-        expansion: LeFF hidden width as a multiple of ``dim`` (2).
+        dim: feature channels; even and divisible by ``heads``.
+        heads: attention heads.
+        shallow_blocks: MDTA + LeFF blocks of the shallow encoder.
+        base_blocks: blocks of the base branch's residual group.
+        decoder_blocks: blocks of the decoder.
+        inn_layers: coupling layers in the CAI block; the detail fusion layer has 1.
+        graph_factors: pooling factors of the graph's node scales.
+        graph_steps: message-passing rounds of the graph.
+        expansion: LeFF hidden width as a multiple of ``dim``.
         rngs: parameter initialisation.
 
     Raises:
@@ -184,15 +213,15 @@ class SMFNet(nnx.Module):
         self,
         num_modalities: int,
         *,
-        dim: int = 64,
-        heads: int = 8,
-        shallow_blocks: int = 2,
-        base_blocks: int = 2,
-        decoder_blocks: int = 4,
-        inn_layers: int = 3,
-        graph_factors: Sequence[int] = (1, 2, 4),
-        graph_steps: int = 2,
-        expansion: float = 2.0,
+        dim: int,
+        heads: int,
+        shallow_blocks: int,
+        base_blocks: int,
+        decoder_blocks: int,
+        inn_layers: int,
+        graph_factors: Sequence[int],
+        graph_steps: int,
+        expansion: float,
         rngs: nnx.Rngs,
     ):
         check_sizes(num_modalities, dim, heads)

@@ -2,11 +2,30 @@
 
 Every file in ``configs/`` starts from :func:`base_config` and changes what it needs, so all
 experiments share one schema and ``--config.key=value`` overrides are checked against it.
+
+Two parts of the schema come from registries, as they are when the config is built: the sizes of
+every registered model (``model.<family>_sizes.<name>.<size>``, from ``fuse4seg_jax.models``) and
+the options of every registered solver (``bilevel.options.<solver>.<option>``, from
+``bilevel.solver_options``). A model or solver registered before the config is built (in a config
+file, say) is therefore configurable like the built-in ones.
 """
 
 from __future__ import annotations
 
 import ml_collections
+
+import bilevel
+from fuse4seg_jax import models
+
+
+def _model_sizes(preset: str) -> dict[str, ml_collections.ConfigDict]:
+    """``{"<family>_sizes": {name: sizes}}`` for every registered model at ``preset`` (paper | demo)."""
+    return {
+        f"{family}_sizes": ml_collections.ConfigDict(
+            {name: models.sizes(family, name, preset) for name in models.names(family)}
+        )
+        for family in models.FAMILIES
+    }
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -24,21 +43,16 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.phantom_shape = (96, 96, 64)
 
     c.model = ml_collections.ConfigDict()
-    c.model.fusion = "frequency_decoupled"
-    c.model.fusion_sizes = ml_collections.ConfigDict(
-        {"dim": 64, "heads": 8, "encoder_blocks": 4, "decoder_blocks": 4, "inn_layers": 3}
-    )
-    c.model.segmentation = "convnext_unet"
-    c.model.segmentation_sizes = ml_collections.ConfigDict(
-        {"widths": (32, 64, 128, 256), "depths": (2, 2, 2, 2), "bottleneck_heads": 4, "kernel_size": 7}
-    )
+    c.model.fusion = "frequency_decoupled"  # the leader; its sizes: model.fusion_sizes.<name>
+    c.model.segmentation = "convnext_unet"  # the follower; model.segmentation_sizes.<name>
     c.model.num_classes = 4
     c.model.discriminator = "fuse4seg_v1"  # one per modality, used when loss.adversarial > 0
-    c.model.discriminator_sizes = ml_collections.ConfigDict({"width": 32, "depth": 4})
+    c.model.update(_model_sizes("paper"))
 
     # Stages run in this order; a stage with 0 steps is skipped. Kinds:
     #   pretrain  leader as an autoencoder (5 SSIM + MSE + 2 decomposition), CDDFuse phase I;
-    #             with loss.adversarial > 0 also a GAN game per modality (Fuse4Seg v1)
+    #             with loss.adversarial > 0 also a GAN game per modality (Fuse4Seg v1); skipped
+    #             (with a warning) for a leader without an autoencode pass
     #   fusion    leader on the fusion terms of the upper objective alone (disjoint baseline)
     #   follower  follower alone on `follower_input` with the leader frozen (Fuse4Seg warm-up)
     #   bilevel   the asymmetric rollout: K follower steps, one leader hypergradient step, EMA
@@ -51,21 +65,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval_input = "fused"  # what the follower sees at evaluation: fused | average | stacked
 
     c.bilevel = ml_collections.ConfigDict()
-    c.bilevel.solver = "first_order"  # first_order | unrolled | implicit_cg | implicit_neumann | ...
-    # The union of every solver's options; each solver takes the ones it knows (bilevel.solver_options).
+    c.bilevel.solver = "first_order"  # any of bilevel.solver_names()
+    # Each solver's own options with their defaults (meanings: the solver classes in bilevel);
+    # only the chosen solver's are read.
     c.bilevel.options = ml_collections.ConfigDict(
-        {
-            "max_iter": 10,  # implicit: linear-solve iterations
-            "solve_loop": "python",  # implicit: "while" compiles one iteration instead of max_iter
-            "tol": 1e-6,  # implicit: relative residual to reach (else the step is flagged `failed`)
-            "damping": 0.0,  # implicit: solve with H + damping I
-            "step_size": 0.01,  # implicit neumann / fixed_point: iteration step
-            "truncate": 0,  # unrolled: differentiate only the last T inner steps (0: all K)
-            "remat": False,  # unrolled: rematerialise each inner step (memory independent of K)
-            "eps_scale": 0.01,  # finite_difference: eps = eps_scale / ||v||
-            "weight": 1.0,  # joint: weight of the upper objective
-            "scan_inner": False,  # run the K inner steps in lax.scan instead of a traced Python loop
-        }
+        {name: bilevel.solver_options(name) for name in bilevel.solver_names()}
     )
     c.bilevel.inner_steps = 5  # K
     c.bilevel.ema = 0.99  # m
@@ -121,12 +125,7 @@ def demo_config() -> ml_collections.ConfigDict:
     c.data.phantom_cases = 12
     c.data.phantom_shape = (64, 64, 32)
     c.data.fractions = (0.5, 0.17, 0.33)
-    c.model.fusion_sizes = ml_collections.ConfigDict(
-        {"dim": 16, "heads": 2, "encoder_blocks": 1, "decoder_blocks": 1, "inn_layers": 1}
-    )
-    c.model.segmentation_sizes = ml_collections.ConfigDict(
-        {"widths": (16, 32, 64), "depths": (1, 1, 1), "bottleneck_heads": 2, "kernel_size": 3}
-    )
+    c.model.update(_model_sizes("demo"))
     c.stages.pretrain = 30
     c.stages.follower = 300
     c.stages.bilevel = 50

@@ -7,6 +7,7 @@ checkpoint sees exactly the batches the uninterrupted run would have seen.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -18,11 +19,12 @@ from fuse4seg_jax import data
 from fuse4seg_jax.errors import TrainingError
 from fuse4seg_jax.train import sharding
 from fuse4seg_jax.train.checkpoint import Checkpoints
+from fuse4seg_jax.train.checks import config_warnings, validate_config
 from fuse4seg_jax.train.config import to_json
 from fuse4seg_jax.train.evaluation import evaluate
 from fuse4seg_jax.train.report import write_report
 from fuse4seg_jax.train.rundir import LIBRARY_LOG, MetricsLog, library_log, open_run, run_lock
-from fuse4seg_jax.train.trainer import Trainer, validate_config
+from fuse4seg_jax.train.trainer import Trainer
 
 
 def ensure_dataset(config: ml_collections.ConfigDict) -> Path:
@@ -79,6 +81,7 @@ def run_training(
     stop_after: int | None = None,
     trainer: Trainer | None = None,
     verbose: bool = False,
+    warn: Callable[[str], None] | None = None,
 ) -> dict:
     """Train as the config says, evaluate the result and write the report.
 
@@ -94,21 +97,28 @@ def run_training(
             per process, e.g. across the runs of a sweep); by default a new one.
         verbose: print the libraries' log messages (orbax, tfds, absl) on the terminal too; they
             always go to ``<workdir>/library.log``.
+        warn: called with each of ``fuse4seg_jax.train.checks.config_warnings``' messages once the
+            config has passed the checks (the ``train`` command prints them).
 
     Returns:
         the evaluation (``fuse4seg_jax.train.evaluation.evaluate``) plus ``tables``, the report's
         markdown tables.
 
     Raises:
+        ConfigError: the config fails ``fuse4seg_jax.train.checks.validate_config``; nothing is
+            written then.
         TrainingError: a loss became non-finite; the last good checkpoint is kept and the message
             says how to resume.
         ConfigError: another process is running in ``workdir`` (its process id is named).
         DataError: ``resume`` and every checkpoint of the run is damaged (a damaged newest one
             is moved aside and the run resumes from the newest intact one).
     """
-    validate_config(config)
-    if config.mesh.distributed:
+    if config.mesh.distributed:  # first: the checks count the devices of every host
         jax.distributed.initialize()
+    validate_config(config)
+    if warn is not None:
+        for message in config_warnings(config):
+            warn(message)
     with run_lock(workdir):
         workdir = open_run(workdir, config, resume=resume, overwrite=overwrite)
         with library_log(workdir / LIBRARY_LOG, verbose=verbose):

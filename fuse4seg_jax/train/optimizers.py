@@ -7,6 +7,7 @@ import optax
 from fuse4seg_jax.errors import ConfigError
 
 OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "constant")
 
 
 def make_optimizer(
@@ -36,7 +37,7 @@ def make_optimizer(
     elif schedule == "constant":
         lr_fn = optax.constant_schedule(lr)
     else:
-        raise ConfigError(f"unknown optim.schedule {schedule!r}; expected cosine or constant")
+        raise ConfigError(f"unknown optim.schedule {schedule!r}; expected one of {SCHEDULES}")
     if name == "adamw":
         opt = optax.adamw(lr_fn, weight_decay=weight_decay)
     elif name == "sgd":

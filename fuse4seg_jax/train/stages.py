@@ -6,18 +6,34 @@ import dataclasses
 
 import ml_collections
 
+from fuse4seg_jax import models
+
 STAGES = ("pretrain", "fusion", "follower", "bilevel")
+
+
+def leader_can_pretrain(config: ml_collections.ConfigDict) -> bool:
+    """Whether the configured leader has the ``autoencode`` pass the pretrain stage trains."""
+    return models.has_method("fusion", config.model.fusion, "autoencode")
 
 
 @dataclasses.dataclass(frozen=True)
 class StagePlan:
-    """The stages of a run in order, as ``(kind, steps)`` with zero-step stages dropped."""
+    """The stages of a run in order, as ``(kind, steps)``.
+
+    Zero-step stages are dropped, and so is ``pretrain`` for a leader that cannot pre-train
+    (:func:`leader_can_pretrain`; ``fuse4seg_jax.train.checks.config_warnings`` says so).
+    """
 
     stages: tuple[tuple[str, int], ...]
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> StagePlan:
-        return cls(tuple((k, int(config.stages[k])) for k in STAGES if int(config.stages[k]) > 0))
+        runs = {k: int(config.stages[k]) > 0 for k in STAGES}
+        runs["pretrain"] = runs["pretrain"] and leader_can_pretrain(config)
+        return cls(tuple((k, int(config.stages[k])) for k in STAGES if runs[k]))
+
+    def __contains__(self, kind: str) -> bool:
+        return any(k == kind for k, _ in self.stages)
 
     @property
     def total(self) -> int:

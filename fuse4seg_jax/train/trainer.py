@@ -26,84 +26,22 @@ import optax
 from jax.sharding import Mesh
 
 import bilevel
-from fuse4seg_jax import losses, models
-from fuse4seg_jax.errors import ConfigError
+from fuse4seg_jax import models
 from fuse4seg_jax.train import sharding
-from fuse4seg_jax.train.objectives import FOLLOWER_INPUTS, Objectives, microbatched
+from fuse4seg_jax.train.choices import model_arguments, solver_from_config
+from fuse4seg_jax.train.objectives import Objectives, microbatched
 from fuse4seg_jax.train.optimizers import make_optimizer
 from fuse4seg_jax.train.stages import StagePlan
 
 State = dict[str, Any]
 
 
-def _solver_from_config(config: ml_collections.ConfigDict) -> bilevel.Solver:
-    """Build the configured solver from the ``bilevel.options`` it takes (the others are for
-    other solvers: the config holds the union so that any solver can be chosen by one override)."""
-    try:
-        valid = bilevel.solver_options(config.bilevel.solver)
-        options = {k: v for k, v in config.bilevel.options.to_dict().items() if k in valid}
-        if options.get("truncate") == 0:
-            options["truncate"] = None
-        return bilevel.make_solver(config.bilevel.solver, **options)
-    except bilevel.SolverConfigError as err:
-        raise ConfigError(f"config key bilevel.solver / bilevel.options: {err}") from err
-
-
-def validate_config(config: ml_collections.ConfigDict) -> None:
-    """Check the choices a run depends on before anything is written; errors name the key."""
-    for key in ("follower_input", "eval_input"):
-        if config[key] not in FOLLOWER_INPUTS:
-            raise ConfigError(f"config key {key} = {config[key]!r}; expected one of {FOLLOWER_INPUTS}")
-    if (config.follower_input == "stacked") != (config.eval_input == "stacked"):
-        raise ConfigError("config keys follower_input and eval_input must both be 'stacked' or neither")
-    if config.precision not in ("float32", "bfloat16"):
-        raise ConfigError(f"config key precision = {config.precision!r}; expected float32 or bfloat16")
-    for family, key in (("fusion", "fusion"), ("segmentation", "segmentation")):
-        if config.model[key] not in models.names(family):
-            raise ConfigError(
-                f"config key model.{key} = {config.model[key]!r}; "
-                f"available: {', '.join(models.names(family))}"
-            )
-    if config.stages.pretrain > 0 and not models.has_method("fusion", config.model.fusion, "autoencode"):
-        pretrainable = [n for n in models.names("fusion") if models.has_method("fusion", n, "autoencode")]
-        raise ConfigError(
-            f"config key stages.pretrain = {config.stages.pretrain}: fusion model {config.model.fusion!r} "
-            f"has no autoencoder; pre-training needs one of {', '.join(pretrainable)}"
-        )
-    if config.loss.adversarial > 0:
-        if config.model.discriminator not in models.names("discriminator"):
-            raise ConfigError(
-                f"config key model.discriminator = {config.model.discriminator!r}; "
-                f"available: {', '.join(models.names('discriminator'))}"
-            )
-        if config.loss.generator_form not in losses.GENERATOR_LOSSES:
-            raise ConfigError(
-                f"config key loss.generator_form = {config.loss.generator_form!r}; "
-                f"expected one of {', '.join(sorted(losses.GENERATOR_LOSSES))}"
-            )
-    _solver_from_config(config)
-
-
-def config_warnings(config: ml_collections.ConfigDict) -> list[str]:
-    """Choices that run but probably not as meant; each message names the key."""
-    warnings = []
-    ema_steps = config.stages.fusion + config.stages.bilevel
-    start_weight = config.bilevel.ema**ema_steps
-    if ema_steps > 0 and config.eval_input == "fused" and start_weight > 0.1:
-        warnings.append(
-            f"config key bilevel.ema = {config.bilevel.ema}: after {ema_steps} leader steps the "
-            f"evaluated (EMA) leader still weighs its starting point by {start_weight:.0%} "
-            f"(ema ** steps), so the follower is scored on a leader it was not trained against; "
-            f"a smaller bilevel.ema or more steps avoid that"
-        )
-    return warnings
-
-
 class Trainer:
     """Everything one run needs to take steps: models, objectives, optimisers, jitted steps.
 
     Arguments:
-        config: a config from ``configs/`` (see ``fuse4seg_jax.train.defaults``).
+        config: a config from ``configs/`` (see ``fuse4seg_jax.train.defaults``), valid as
+            ``fuse4seg_jax.train.checks.validate_config`` checks (the trainer does not check it).
         mesh: the device mesh (``fuse4seg_jax.train.sharding.make_mesh``).
         num_modalities: N, the channel count of the input images.
     """
@@ -112,33 +50,22 @@ class Trainer:
         self.config = config
         self.mesh = mesh
         self.plan = StagePlan.from_config(config)
-        validate_config(config)
-        channels = 1 if config.eval_input != "stacked" else num_modalities
         # RBG keys: eager NNX initialisation compiles one small program per parameter shape, and
         # RBG's programs compile about twice as fast as threefry's on CPU.
         root = jax.random.key(config.seed, impl="rbg")
         leader_key, follower_key = jax.random.split(root)
-        self.fusion, leader = models.create(
-            "fusion",
-            config.model.fusion,
-            key=leader_key,
-            num_modalities=num_modalities,
-            **config.model.fusion_sizes.to_dict(),
-        )
-        self.segmentation, follower = models.create(
-            "segmentation",
-            config.model.segmentation,
-            key=follower_key,
-            in_channels=channels,
-            num_classes=config.model.num_classes,
-            **config.model.segmentation_sizes.to_dict(),
-        )
-        self.adversarial = config.loss.adversarial > 0 and config.stages.pretrain > 0
+
+        def create(family: str, key: jax.Array) -> tuple[models.PureModel, models.Params]:
+            arguments = model_arguments(config, family, num_modalities)
+            return models.create(family, config.model[family], key=key, **arguments)
+
+        self.fusion, leader = create("fusion", leader_key)
+        self.segmentation, follower = create("segmentation", follower_key)
+        self.adversarial = config.loss.adversarial > 0 and "pretrain" in self.plan
         self.discriminator, discriminators = None, None
         if self.adversarial:
-            sizes = config.model.discriminator_sizes.to_dict()
             created = [
-                models.create("discriminator", config.model.discriminator, key=k, **sizes)
+                create("discriminator", k)
                 for k in jax.random.split(jax.random.fold_in(root, 2), num_modalities)
             ]
             self.discriminator = created[0][0]
@@ -164,7 +91,7 @@ class Trainer:
         self.problem = bilevel.Problem(
             microbatched(obj.inner_loss, micro), microbatched(obj.outer_loss, micro), has_aux=True
         )
-        self.solver = _solver_from_config(config)
+        self.solver = solver_from_config(config)
         o = config.optim
         inner_updates = config.stages.follower + config.bilevel.inner_steps * config.stages.bilevel
 

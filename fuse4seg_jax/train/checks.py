@@ -1,0 +1,140 @@
+"""Config checks, run once per run before anything is written: errors and warnings name the key.
+
+:func:`validate_config` raises on a config that cannot run as written (a choice that does not
+exist, a number out of its range, batches that do not split over the devices, model sizes or
+solver options the constructors reject); :func:`config_warnings` lists choices that run but
+probably not as meant, in a config that passed the checks. ``fuse4seg_jax.train.loop.run_training``
+runs both (the ``train`` command prints the warnings); the ``Trainer`` trusts its config.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import ml_collections
+from flax import nnx
+
+from fuse4seg_jax import losses, models
+from fuse4seg_jax.data.splits import check_fractions
+from fuse4seg_jax.errors import ConfigError
+from fuse4seg_jax.train import sharding
+from fuse4seg_jax.train.choices import model_arguments, solver_from_config
+from fuse4seg_jax.train.objectives import FOLLOWER_INPUTS
+from fuse4seg_jax.train.optimizers import OPTIMIZERS, SCHEDULES
+from fuse4seg_jax.train.stages import STAGES, leader_can_pretrain
+
+PRECISIONS = ("float32", "bfloat16")
+BATCHES = ("batch.size", "batch.tr_size", "batch.val_size")
+
+# (key, holds, what is allowed) for numbers with a fixed range
+_RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    *((f"stages.{k}", lambda v: v >= 0, "an integer >= 0") for k in STAGES),
+    ("bilevel.inner_steps", lambda v: v >= 1, "an integer >= 1 (K)"),
+    ("bilevel.ema", lambda v: 0 <= v < 1, "0 <= m < 1"),
+    *((key, lambda v: v >= 1, "an integer >= 1") for key in BATCHES),
+    ("batch.accumulation", lambda v: v >= 1, "an integer >= 1"),
+    *(
+        (f"optim.{k}_lr", lambda v: v > 0, "a number > 0")
+        for k in ("leader", "follower", "pretrain", "discriminator")
+    ),
+    ("optim.weight_decay", lambda v: v >= 0, "a number >= 0"),
+    ("optim.clip_norm", lambda v: v >= 0, "a number >= 0 (0: no clipping)"),
+    ("log_every", lambda v: v >= 1, "an integer >= 1"),
+    ("checkpoint_every", lambda v: v >= 1, "an integer >= 1"),
+    ("eval.max_cases", lambda v: v >= 0, "an integer >= 0 (0: all)"),
+)
+
+
+def _get(config: ml_collections.ConfigDict, key: str) -> Any:
+    return functools.reduce(lambda node, part: node[part], key.split("."), config)
+
+
+def _require(holds: bool, key: str, value: Any, allowed: str) -> None:
+    if not holds:
+        raise ConfigError(f"config key {key} = {value!r}; expected {allowed}")
+
+
+def _choice(config: ml_collections.ConfigDict, key: str, choices: Any) -> None:
+    value = _get(config, key)
+    _require(value in choices, key, value, f"one of {', '.join(choices)}")
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Check everything a run depends on that can be checked before it starts.
+
+    Runs on the global devices (after ``jax.distributed.initialize`` on several hosts): batch
+    sizes must split over the data axis of the configured mesh.
+
+    Raises:
+        ConfigError: naming the first offending key, its value and what is allowed.
+    """
+    for key in ("follower_input", "eval_input"):
+        _choice(config, key, FOLLOWER_INPUTS)
+    if (config.follower_input == "stacked") != (config.eval_input == "stacked"):
+        raise ConfigError("config keys follower_input and eval_input must both be 'stacked' or neither")
+    _choice(config, "precision", PRECISIONS)
+    _choice(config, "optim.optimizer", OPTIMIZERS)
+    _choice(config, "optim.schedule", SCHEDULES)
+    families = ["fusion", "segmentation"]
+    if config.loss.adversarial > 0:
+        families.append("discriminator")
+        _choice(config, "loss.generator_form", sorted(losses.GENERATOR_LOSSES))
+    for family in families:
+        _choice(config, f"model.{family}", models.names(family))
+    for key, holds, allowed in _RANGES:
+        _require(holds(_get(config, key)), key, _get(config, key), allowed)
+    try:
+        check_fractions(config.data.fractions)
+    except ConfigError as err:
+        raise ConfigError(f"config key data.fractions: {err}") from err
+    _check_batches(config)
+    for family in families:
+        _check_sizes(config, family)
+    solver_from_config(config)
+
+
+def _check_batches(config: ml_collections.ConfigDict) -> None:
+    devices = sharding.make_mesh(config.mesh.data, config.mesh.model).shape[sharding.DATA]
+    parts = config.batch.accumulation
+    for key in BATCHES:
+        value = _get(config, key)
+        _require(
+            value % devices == 0 and value % parts == 0,
+            key,
+            value,
+            f"a multiple of the {devices} data-axis devices (mesh.data) and of batch.accumulation = {parts}",
+        )
+
+
+def _check_sizes(config: ml_collections.ConfigDict, family: str) -> None:
+    """Build the chosen model from shapes alone: its constructor checks its sizes."""
+    name = config.model[family]
+    arguments = model_arguments(config, family, len(config.data.modalities))
+    try:
+        nnx.eval_shape(lambda: models.build(family, name, rngs=nnx.Rngs(0), **arguments))
+    except ConfigError as err:
+        raise ConfigError(f"config key model.{family}_sizes.{name}: {err}") from err
+
+
+def config_warnings(config: ml_collections.ConfigDict) -> list[str]:
+    """Choices of a valid config that run but probably not as meant; each message names the key."""
+    warnings = []
+    if config.stages.pretrain > 0 and not leader_can_pretrain(config):
+        pretrainable = [n for n in models.names("fusion") if models.has_method("fusion", n, "autoencode")]
+        warnings.append(
+            f"config key stages.pretrain = {config.stages.pretrain}: fusion model "
+            f"{config.model.fusion!r} has no autoencode pass, so the pretrain stage is skipped "
+            f"(leaders that pre-train: {', '.join(pretrainable)})"
+        )
+    ema_steps = config.stages.fusion + config.stages.bilevel
+    start_weight = config.bilevel.ema**ema_steps
+    if ema_steps > 0 and config.eval_input == "fused" and start_weight > 0.1:
+        warnings.append(
+            f"config key bilevel.ema = {config.bilevel.ema}: after {ema_steps} leader steps the "
+            f"evaluated (EMA) leader still weighs its starting point by {start_weight:.0%} "
+            f"(ema ** steps), so the follower is scored on a leader it was not trained against; "
+            f"a smaller bilevel.ema or more steps avoid that"
+        )
+    return warnings
