@@ -43,6 +43,7 @@ def test_the_shipped_configs_pass():
         ("model.fusion=fused", "model.fusion = 'fused'; expected one of caf_dense, "),
         ("model.fusion_sizes.frequency_decoupled.heads=3", "model.fusion_sizes.frequency_decoupled: "),
         ("bilevel.solver=newton", "bilevel.solver = 'newton'; expected one of first_order, "),
+        ("loss.weights.grad=-1.0", "loss.weights.grad = -1.0; expected a finite number >= 0"),
     ],
 )
 def test_a_bad_value_names_its_key_and_no_run_is_written(override, message, tmp_path):

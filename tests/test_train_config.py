@@ -55,7 +55,7 @@ def test_baselines_keep_compute_equal():
     assert avg.eval_input == "average" and avg.stages.pretrain == 0  # it has no leader to pre-train
     assert disjoint.stages.fusion == full.stages.bilevel
     assert disjoint.stages.follower == follower_updates and disjoint.eval_input == "fused"
-    assert load_config("configs/baseline_no_grad.py").loss.beta == 0.0
+    assert load_config("configs/baseline_no_grad.py").loss.weights.grad == 0.0
     with pytest.raises(ConfigError, match="rejected argument 'tiny'"):
         load_config("configs/baseline_average.py:tiny")
 
@@ -84,13 +84,13 @@ def test_run_directory_refuses_another_run(tmp_path):
     assert json.loads((workdir / "config.json").read_text()) == json.loads(to_json(c))
     with pytest.raises(ConfigError, match="already holds a run"):
         open_run(workdir, c, resume=False, overwrite=False)
-    other = load_config("configs/demo.py", ["--config.loss.alpha=2.0"])
-    with pytest.raises(ConfigError, match="differs in loss.alpha"):
+    other = load_config("configs/demo.py", ["--config.loss.weights.decomp=2.0"])
+    with pytest.raises(ConfigError, match="differs in loss.weights.decomp"):
         open_run(workdir, other, resume=True, overwrite=False)
     lower_lr = load_config("configs/demo.py", ["--config.optim.leader_lr=1e-5"])
     open_run(workdir, lower_lr, resume=True, overwrite=False)  # allowed: how a NaN run continues
     open_run(workdir, other, resume=False, overwrite=True)
-    assert json.loads((workdir / "config.json").read_text())["loss"]["alpha"] == 2.0
+    assert json.loads((workdir / "config.json").read_text())["loss"]["weights"]["decomp"] == 2.0
 
 
 def test_metrics_log_drops_lines_after_the_restored_step(tmp_path):

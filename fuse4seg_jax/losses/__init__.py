@@ -22,6 +22,7 @@ from fuse4seg_jax.losses.decomposition import (
     decomposition_loss,
     pairwise_correlations,
 )
+from fuse4seg_jax.losses.fusion_terms import fusion_term_weights, fusion_terms, register_fusion_term
 from fuse4seg_jax.losses.gradient import gradient_loss, sobel_magnitude
 from fuse4seg_jax.losses.reconstruction import reconstruction_loss
 from fuse4seg_jax.losses.saliency import saliency_masks, visual_saliency_map
@@ -48,6 +49,8 @@ __all__ = [
     "dice_ce_loss",
     "discriminator_loss",
     "generator_loss_minimax",
+    "fusion_term_weights",
+    "fusion_terms",
     "generator_loss_non_saturating",
     "gradient_loss",
     "gram_intensity_loss",
@@ -56,6 +59,7 @@ __all__ = [
     "lovasz_softmax_loss",
     "pairwise_correlations",
     "reconstruction_loss",
+    "register_fusion_term",
     "saliency_masks",
     "soft_dice_loss",
     "sobel_magnitude",

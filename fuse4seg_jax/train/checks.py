@@ -10,6 +10,7 @@ runs both (the ``train`` command prints the warnings); the ``Trainer`` trusts it
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -85,6 +86,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         _choice(config, f"model.{family}", models.names(family))
     for key, holds, allowed in _RANGES:
         _require(holds(_get(config, key)), key, _get(config, key), allowed)
+    for term, weight in config.loss.weights.items():
+        _require(
+            math.isfinite(weight) and weight >= 0, f"loss.weights.{term}", weight, "a finite number >= 0"
+        )
     try:
         check_fractions(config.data.fractions)
     except ConfigError as err:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import ml_collections
 
 import bilevel
-from fuse4seg_jax import models
+from fuse4seg_jax import losses, models
 
 
 def _model_sizes(preset: str) -> dict[str, ml_collections.ConfigDict]:
@@ -75,9 +75,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.bilevel.ema = 0.99  # m
 
     c.loss = ml_collections.ConfigDict()
-    c.loss.alpha = 1.0  # decomposition
-    c.loss.beta = 5.0  # spatial gradient
-    c.loss.gamma = 0.05  # reconstruction anchor
+    # One weight per registered fusion term of the upper objective (losses/fusion_terms.py):
+    # the paper's alpha (decomp), beta (grad) and gamma (recon) are 1, 5 and 0.05.
+    c.loss.weights = ml_collections.ConfigDict(losses.fusion_term_weights())
     c.loss.class_weights = (0.1, 1.0, 1.0, 1.0)  # background, NCR, ED, ET in the Dice term
     # Fuse4Seg v1 adversarial pre-training: weight (lambda, eq. 9) of the generator term; > 0 trains
     # one discriminator per modality against the leader's reconstructions during `pretrain`.
@@ -155,7 +155,7 @@ def baseline(c: ml_collections.ConfigDict, kind: str) -> ml_collections.ConfigDi
         average        follower alone on the mean of the modalities (the warm-up prior, kept)
         disjoint       leader on the fusion terms alone, then follower on its frozen output
         multichannel   follower alone on the stacked modalities (no fusion image)
-        no_decomp      bi-level without L_decomp (alpha = 0)
+        no_decomp      bi-level without L_decomp (alpha = loss.weights.decomp = 0)
         no_grad        bi-level without L_grad (beta = 0)
     """
     follower_updates = c.stages.follower + c.bilevel.inner_steps * c.stages.bilevel
@@ -167,9 +167,9 @@ def baseline(c: ml_collections.ConfigDict, kind: str) -> ml_collections.ConfigDi
         c.stages.follower = follower_updates
         c.follower_input = c.eval_input = "fused"
     elif kind == "no_decomp":
-        c.loss.alpha = 0.0
+        c.loss.weights.decomp = 0.0
     elif kind == "no_grad":
-        c.loss.beta = 0.0
+        c.loss.weights.grad = 0.0
     else:
         raise ValueError(f"unknown baseline {kind!r}")
     return c

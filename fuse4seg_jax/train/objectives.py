@@ -5,7 +5,7 @@ int32 (internal classes 0..3). The leader is the fusion network, the follower th
 network; :class:`Objectives` turns them into the bi-level problem
 
     lower (follower):  L_seg(follower(fuse(x)), y)                      on D_tr
-    upper (leader):    L_seg on D_val + alpha L_decomp + beta L_grad + gamma L_recon
+    upper (leader):    L_seg on D_val + sum_t w_t L_t   (alpha L_decomp + beta L_grad + gamma L_recon)
 
 (Fuse4Seg eq. 3 and sec. 3.5; ``docs/conventions.md#losses``), plus the single-level
 objectives of the other stages (autoencoder pre-training, fusion-only, follower-only).
@@ -73,7 +73,9 @@ class Objectives:
     Attributes:
         fusion: the leader (``fused`` in [0, 1], ``low``/``high`` features ``(N, B, H, W, C)``).
         segmentation: the follower (logits ``(B, H, W, classes)``).
-        alpha, beta, gamma: weights of decomposition, gradient and reconstruction terms.
+        fusion_weights: ``((term, weight), ...)`` of the upper level's fusion terms
+            (``fuse4seg_jax.losses.fusion_terms``; the paper's alpha, beta, gamma weigh
+            ``decomp``, ``grad``, ``recon``).
         class_weights: Dice class weights (background, NCR, ED, ET).
         follower_input: what the follower sees in the single-level follower stage.
         compute_dtype: ``float32`` or ``bfloat16``; parameters stay float32, losses are float32.
@@ -84,9 +86,7 @@ class Objectives:
 
     fusion: PureModel
     segmentation: PureModel
-    alpha: float = 1.0
-    beta: float = 5.0
-    gamma: float = 0.05
+    fusion_weights: tuple[tuple[str, float], ...] = (("decomp", 1.0), ("grad", 5.0), ("recon", 0.05))
     class_weights: tuple[float, ...] = (0.1, 1.0, 1.0, 1.0)
     follower_input: str = "average"
     compute_dtype: str = "float32"
@@ -120,19 +120,11 @@ class Objectives:
         return losses.dice_ce_loss(logits, labels, jnp.asarray(self.class_weights, jnp.float32))
 
     def fusion_terms(self, out: dict[str, jax.Array], images: jax.Array) -> dict[str, jax.Array]:
-        """The physical regularisers of the upper level, unweighted."""
-        terms = {
-            "grad": losses.gradient_loss(out["fused"], images),
-            "recon": losses.reconstruction_loss(out["fused"], images),
-        }
-        if "low" in out and "high" in out:
-            terms["decomp"] = losses.decomposition_loss(out["low"], out["high"])
-        else:
-            terms["decomp"] = jnp.zeros((), jnp.float32)
-        return terms
+        """The physical regularisers of the upper level (every weighted term), unweighted."""
+        return losses.fusion_terms(out, images, tuple(name for name, _ in self.fusion_weights))
 
     def _fusion_penalty(self, terms: dict[str, jax.Array]) -> jax.Array:
-        return self.alpha * terms["decomp"] + self.beta * terms["grad"] + self.gamma * terms["recon"]
+        return sum(weight * terms[name] for name, weight in self.fusion_weights)
 
     # The bi-level problem: follower = inner, leader = outer.
     def inner_loss(self, follower: Any, leader: Any, batch: Batch):

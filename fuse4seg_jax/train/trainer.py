@@ -76,9 +76,7 @@ class Trainer:
         self.objectives = Objectives(
             self.fusion,
             self.segmentation,
-            alpha=config.loss.alpha,
-            beta=config.loss.beta,
-            gamma=config.loss.gamma,
+            fusion_weights=tuple(config.loss.weights.to_dict().items()),
             class_weights=tuple(config.loss.class_weights),
             follower_input=config.follower_input,
             compute_dtype=config.precision,
