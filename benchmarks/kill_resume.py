@@ -1,11 +1,11 @@
 """Kill ``fuse4seg train`` with SIGKILL at chosen moments, resume each run, compare with an unkilled run.
 
-A short tiny-model run on phantom data is first trained without interruption. Then, for each
-moment, a fresh run is started, killed with SIGKILL (no chance to clean up), and continued with
-``--resume``; its final ``metrics.jsonl`` and ``scores.json`` must equal the unkilled run's. The
-moments: while a checkpoint is being written (orbax's temporary folder exists), during the final
-evaluation (the last step is logged but no score file exists yet), and random times. Exit code 1
-if any resumed run differs.
+A short run of ``configs/smoke.py`` (tiny models, phantom data) is first trained without
+interruption. Then, for each moment, a fresh run is started, killed with SIGKILL (no chance to
+clean up) and continued with ``--resume``; its final ``metrics.jsonl`` and ``scores.json`` must
+equal the unkilled run's. The moments: while a checkpoint is being written (orbax's temporary
+folder exists), during the final evaluation (the last step is logged but no score file exists
+yet), and random times. Exit code 1 if any resumed run differs.
 
     python -m benchmarks.kill_resume [--random 3] [--seed 0] [--workdir /tmp/kill_resume]
 
@@ -30,31 +30,14 @@ from pathlib import Path
 POLL_S = 0.02
 
 
-def tiny_overrides(root: Path) -> list[str]:
-    """A run of 14 steps over all four stage kinds, checkpointing every 2."""
+def overrides(root: Path) -> list[str]:
+    """configs/smoke.py with longer stages (14 steps over all four stage kinds), data under ``root``."""
     return [
         f"--config.data.manual_dir={root / 'phantom'}",
         f"--config.data.data_dir={root / 'prepared'}",
-        "--config.data.phantom_cases=6",
-        "--config.data.phantom_shape=(48, 48, 16)",
-        "--config.model.fusion_sizes.frequency_decoupled.dim=8",
-        "--config.model.fusion_sizes.frequency_decoupled.heads=1",
-        "--config.model.segmentation_sizes.convnext_unet.widths=(8, 16)",
-        "--config.model.segmentation_sizes.convnext_unet.depths=(1, 1)",
-        "--config.model.segmentation_sizes.convnext_unet.bottleneck_heads=1",
-        "--config.model.segmentation_sizes.convnext_unet.kernel_size=3",
         "--config.stages.pretrain=4",
         "--config.stages.follower=4",
         "--config.stages.bilevel=6",
-        "--config.bilevel.inner_steps=2",
-        "--config.batch.size=8",
-        "--config.batch.tr_size=8",
-        "--config.batch.val_size=8",
-        "--config.mesh.data=1",
-        "--config.log_every=1",
-        "--config.checkpoint_every=2",
-        "--config.eval.max_cases=1",
-        "--config.eval.gallery=1",
     ]
 
 
@@ -65,8 +48,8 @@ def _train(root: Path, workdir: Path, *extra: str) -> subprocess.Popen:
         "JAX_COMPILATION_CACHE_DIR": str(root / "jax_cache"),
         "PYTHONPATH": str(Path.cwd()),
     }
-    command = [sys.executable, "-m", "fuse4seg_jax.cli", "train", "--config", "configs/demo.py"]
-    command += ["--workdir", str(workdir), "--no-progress", *extra, *tiny_overrides(root)]
+    command = [sys.executable, "-m", "fuse4seg_jax.cli", "train", "--config", "configs/smoke.py"]
+    command += ["--workdir", str(workdir), "--no-progress", *extra, *overrides(root)]
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 

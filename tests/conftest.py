@@ -3,48 +3,14 @@
 import jax
 import pytest
 
-import bilevel
+TINY_CONFIG = "configs/smoke.py"
 
 
 @pytest.fixture(scope="session")
 def tiny_overrides(tmp_path_factory) -> list[str]:
-    """Overrides that shrink configs/demo.py to seconds: 6 phantom cases, tiny nets.
-
-    Slices are 48 x 48: the fusion scores' VIF needs at least 41 pixels a side. The default leader
-    and follower shrink further; the other models keep their demo sizes. Solvers with a
-    ``max_iter`` (the implicit ones) trace 2 linear-solve iterations.
-    """
+    """Overrides that put configs/smoke.py's (:data:`TINY_CONFIG`) phantom data in a temporary folder."""
     root = tmp_path_factory.mktemp("tiny_data")
-    max_iter = [
-        f"--config.bilevel.options.{name}.max_iter=2"
-        for name in bilevel.solver_names()
-        if "max_iter" in bilevel.solver_options(name)
-    ]
-    return [
-        f"--config.data.manual_dir={root / 'phantom'}",
-        f"--config.data.data_dir={root / 'prepared'}",
-        "--config.data.phantom_cases=6",
-        "--config.data.phantom_shape=(48, 48, 16)",
-        "--config.model.fusion_sizes.frequency_decoupled.dim=8",
-        "--config.model.fusion_sizes.frequency_decoupled.heads=1",
-        "--config.model.segmentation_sizes.convnext_unet.widths=(8, 16)",
-        "--config.model.segmentation_sizes.convnext_unet.depths=(1, 1)",
-        "--config.model.segmentation_sizes.convnext_unet.bottleneck_heads=1",
-        "--config.model.segmentation_sizes.convnext_unet.kernel_size=3",
-        "--config.stages.pretrain=2",
-        "--config.stages.follower=2",
-        "--config.stages.bilevel=2",
-        "--config.bilevel.inner_steps=2",
-        *max_iter,
-        "--config.batch.size=8",
-        "--config.batch.tr_size=8",
-        "--config.batch.val_size=8",
-        "--config.mesh.data=1",
-        "--config.log_every=1",
-        "--config.checkpoint_every=2",
-        "--config.eval.max_cases=1",
-        "--config.eval.gallery=1",
-    ]
+    return [f"--config.data.manual_dir={root / 'phantom'}", f"--config.data.data_dir={root / 'prepared'}"]
 
 
 @pytest.fixture
@@ -65,7 +31,7 @@ def tiny_batches(tiny_overrides):
     from fuse4seg_jax.train.config import load_config
     from fuse4seg_jax.train.loop import ensure_dataset
 
-    config = load_config("configs/demo.py", tiny_overrides)
+    config = load_config(TINY_CONFIG, tiny_overrides)
     src = data.open_split(ensure_dataset(config), "train")
     return data.patient_split_batch(src, 8, 8, seed=0, step=0)
 
@@ -86,7 +52,7 @@ def tiny_trainer(tiny_overrides):
 
     def get(*overrides: str, devices: int = 1):
         mesh_override = f"--config.mesh.data={devices}"
-        config = load_config("configs/demo.py", [*tiny_overrides, *overrides, mesh_override])
+        config = load_config(TINY_CONFIG, [*tiny_overrides, *overrides, mesh_override])
         key = to_json(config)  # holds mesh.data, so the device count too
         if key not in cache:
             cache[key] = Trainer(config, make_mesh(devices), num_modalities=2)

@@ -32,7 +32,7 @@ def main() -> None:
     from fuse4seg_jax.train.sharding import make_mesh, process_rows, put_batch
     from fuse4seg_jax.train.trainer import Trainer
 
-    config = load_config("configs/demo.py", sys.argv[4:])
+    config = load_config("configs/smoke.py", sys.argv[4:])
     src = data.open_split(ensure_dataset(config), "train")
     mesh = make_mesh(-1)
     trainer = Trainer(config, mesh, num_modalities=len(src.modalities))

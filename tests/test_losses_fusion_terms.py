@@ -29,7 +29,10 @@ def test_the_paper_weights_are_the_defaults_and_every_term_is_a_config_key():
 
 def test_a_registered_term_enters_the_upper_objective_with_its_weight():
     fusion, leader = models.create("fusion", "caf_dense", key=jax.random.key(0), num_modalities=2)
-    segmentation, _ = models.create("segmentation", "convnext_unet", key=jax.random.key(1), in_channels=1)
+    demo = models.sizes("segmentation", "convnext_unet", "demo")
+    segmentation, _ = models.create(
+        "segmentation", "convnext_unet", key=jax.random.key(1), in_channels=1, **demo
+    )
     images = jax.random.uniform(jax.random.key(2), (1, 16, 16, 2))
     batch = {"image": images, "label": jnp.zeros((1, 16, 16), jnp.int32)}
     paper = (("decomp", 1.0), ("grad", 5.0), ("recon", 0.05))

@@ -107,7 +107,7 @@ def test_resume_survives_a_damaged_checkpoint_and_a_killed_writer(
     shutil.copytree(a, run)
     newest = max(int(p.name) for p in (run / "checkpoints").iterdir())
     _truncate_largest_file(run / "checkpoints" / str(newest))
-    cli = ["train", "--config", "configs/demo.py", *tiny_overrides, "--workdir", str(run), "--resume"]
+    cli = ["train", "--config", "configs/smoke.py", *tiny_overrides, "--workdir", str(run), "--resume"]
     # a first process holds the run folder: a second `train` is refused, naming it
     holder = subprocess.Popen(
         [sys.executable, "-c", _HOLDER, str(run)], stdout=subprocess.PIPE, text=True, env=_with_repo_path()

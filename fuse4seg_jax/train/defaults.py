@@ -144,6 +144,37 @@ def demo_config() -> ml_collections.ConfigDict:
     return c
 
 
+def smoke_config() -> ml_collections.ConfigDict:
+    """The demo shrunk to a run of seconds (after compilation): every stage kind, tiny nets.
+
+    For checking an install or a change end to end, and what the tests and ``benchmarks/``
+    kill-and-resume script run. Slices are 48 x 48 (the fusion scores' VIF needs at least 41
+    pixels a side); the default leader and follower shrink further than their demo sizes, the
+    other models keep them; solvers with a linear solve trace 2 iterations.
+    """
+    c = demo_config()
+    c.data.manual_dir = "data/smoke_phantom"
+    c.data.data_dir = "data/smoke_prepared"
+    c.data.phantom_cases = 6
+    c.data.phantom_shape = (48, 48, 16)
+    c.model.fusion_sizes.frequency_decoupled.update({"dim": 8, "heads": 1})
+    c.model.segmentation_sizes.convnext_unet.update(
+        {"widths": (8, 16), "depths": (1, 1), "bottleneck_heads": 1, "kernel_size": 3}
+    )
+    c.stages.pretrain, c.stages.follower, c.stages.bilevel = 2, 2, 2
+    c.bilevel.inner_steps = 2
+    for options in c.bilevel.options.values():
+        if "max_iter" in options:
+            options.max_iter = 2
+    c.batch.size = c.batch.tr_size = c.batch.val_size = 8
+    c.mesh.data = 1
+    c.log_every = 1
+    c.checkpoint_every = 2
+    c.eval.max_cases = 1
+    c.eval.gallery = 1
+    return c
+
+
 def baseline(c: ml_collections.ConfigDict, kind: str) -> ml_collections.ConfigDict:
     """Turn a Fuse4Seg config into one of the paper's Table 3 baselines at equal compute.
 
