@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import io
+import logging
 import os
 import shutil
 from collections.abc import Iterator, Sequence
@@ -75,9 +77,17 @@ def prepare_dataset(
         # tfds refuses a custom config named like a built-in one: pass built-ins by name.
         known = config.name in Fuse4segBrats.builder_configs
         builder = Fuse4segBrats(config=config.name if known else config, data_dir=scratch)
-        builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir), try_download_gcs=False)
-        )
+        # tfds's own bars and its closing "prepared to <folder>" line name the temporary build
+        # folder as if it were the dataset's place: its bars are off (the builder shows one per
+        # split) and what it prints goes to the log (a run's library.log)
+        tfds.display_progress_bar(False)
+        with contextlib.redirect_stdout(io.StringIO()) as said:
+            builder.download_and_prepare(
+                download_config=tfds.download.DownloadConfig(
+                    manual_dir=str(manual_dir), try_download_gcs=False
+                )
+            )
+        logging.getLogger(__name__).info("tfds: %s", said.getvalue().strip())
         for item in Path(builder.data_dir).iterdir():
             os.replace(item, tmp / item.name)
         shutil.rmtree(scratch)

@@ -21,10 +21,12 @@ zero after normalisation); slices with brain but no tumour stay. Val and test ke
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
+from tqdm.auto import tqdm
 
 from fuse4seg_jax.data.brats import (
     DEFAULT_MODALITIES,
@@ -146,7 +148,8 @@ class Fuse4segBrats(tfds.core.GeneratorBasedBuilder):
         cfg = self.builder_config
         meta = self.info.metadata
         meta["splits"][split] = {}
-        for rank, files in enumerate(cases):
+        bar = tqdm(cases, desc=f"prepare {split}", unit="case", file=sys.stderr, leave=False)
+        for rank, files in enumerate(bar):
             case = load_case(files, cfg.modalities)
             images = to_slices(case.images, cfg.slice_axis)
             labels = to_slices(case.label, cfg.slice_axis)
