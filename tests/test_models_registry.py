@@ -35,7 +35,7 @@ def test_missing_required_size_is_a_config_error():
 def test_every_family_has_a_model_and_no_other_family_is_accepted():
     assert all(names(family) for family in FAMILIES)
     with pytest.raises(ValueError, match="unknown model family 'classifier'"):
-        register("classifier", "resnet", paper={})
+        register("classifier", "resnet", paper={}, demo={})
 
 
 def test_every_model_declares_the_same_sizes_at_both_presets_and_no_runtime_argument():
