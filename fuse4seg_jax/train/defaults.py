@@ -3,11 +3,13 @@
 Every file in ``configs/`` starts from :func:`base_config` and changes what it needs, so all
 experiments share one schema and ``--config.key=value`` overrides are checked against it.
 
-Two parts of the schema come from registries, as they are when the config is built: the sizes of
-every registered model (``model.<family>_sizes.<name>.<size>``, from ``fuse4seg_jax.models``) and
+Three parts of the schema come from registries, as they are when the config is built: the sizes
+of every registered model (``model.<family>_sizes.<name>.<size>``, from ``fuse4seg_jax.models``),
 the options of every registered solver (``bilevel.options.<solver>.<option>``, from
-``bilevel.solver_options``). A model or solver registered before the config is built (in a config
-file, say) is therefore configurable like the built-in ones.
+``bilevel.solver_options``) and the weight of every fusion term of the upper objective
+(``loss.weights.<term>``, from ``fuse4seg_jax.losses.fusion_term_weights``). A model, solver or
+term registered before the config is built (in a config file, say) is therefore configurable like
+the built-in ones.
 """
 
 from __future__ import annotations
