@@ -27,7 +27,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from fuse4seg_jax.train.checkpoint import CHECKSUMS
+
 POLL_S = 0.02
+TMP = "orbax-checkpoint-tmp"
 
 
 def overrides(root: Path) -> list[str]:
@@ -59,25 +62,31 @@ def _finish(process: subprocess.Popen, what: str) -> None:
         raise SystemExit(f"{what} failed (exit {process.returncode}):\n{err}")
 
 
-def _writing_checkpoint(workdir: Path) -> bool:
+# A moment is a test of (run folder, seconds since the run started).
+Moment = Callable[[Path, float], bool]
+
+
+def _writing_checkpoint(workdir: Path, _: float) -> bool:
     folder = workdir / "checkpoints"
-    return folder.is_dir() and any("tmp" in p.name for p in folder.iterdir())
+    return folder.is_dir() and any(TMP in p.name for p in folder.iterdir())
 
 
-def _evaluating(total: int) -> Callable[[Path], bool]:
-    def test(workdir: Path) -> bool:
-        log = workdir / "metrics.jsonl"
-        if not log.is_file() or (workdir / "scores.json").exists():
-            return False
-        lines = log.read_text().splitlines()
-        return bool(lines) and lines[-1].endswith("}") and json.loads(lines[-1])["step"] == total
-
-    return test
+def _evaluating(total: int) -> Moment:
+    # the last checkpoint is complete (its checksums written) and the scores are not yet
+    return lambda workdir, _: (
+        (workdir / "checkpoints" / str(total) / CHECKSUMS).is_file()
+        and not (workdir / "scores.json").exists()
+    )
 
 
-def _after(seconds: float) -> Callable[[Path], bool]:
-    deadline = time.monotonic() + seconds
-    return lambda _: time.monotonic() >= deadline
+def _after(seconds: float) -> Moment:
+    return lambda _, elapsed: elapsed >= seconds
+
+
+def _checkpoints_left(workdir: Path) -> str:
+    folder = workdir / "checkpoints"
+    names = sorted(folder.iterdir(), key=lambda p: p.name) if folder.is_dir() else []
+    return " ".join(f"{p.name.split('.')[0]}(partial)" if TMP in p.name else p.name for p in names) or "-"
 
 
 def _outputs(workdir: Path) -> tuple[list, dict]:
@@ -118,20 +127,19 @@ def main() -> int:
     for i, (name, moment) in enumerate(moments):
         workdir = root / f"killed_{i}"
         process, started = _train(root, workdir), time.monotonic()
-        while process.poll() is None and not moment(workdir):
+        while process.poll() is None and not moment(workdir, time.monotonic() - started):
             time.sleep(POLL_S)
         if process.poll() is not None:
             raise SystemExit(f"run {i} ended before the moment '{name}' came; nothing was killed")
         process.send_signal(signal.SIGKILL)
         process.wait()
         killed_at = time.monotonic() - started
-        folder = workdir / "checkpoints"
-        left = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+        left = _checkpoints_left(workdir)
         _finish(_train(root, workdir, "--resume"), f"resuming run {i}")
         metrics, scores = _outputs(workdir)
         same = (metrics == reference[0], scores == reference[1])
         all_equal &= all(same)
-        print(f"{name:<24}{killed_at:>7.1f}{' '.join(left) or '-':>18}{str(same[0]):>15}{str(same[1]):>14}")
+        print(f"{name:<24}{killed_at:>7.1f}{left:>18}{str(same[0]):>15}{str(same[1]):>14}")
     print("every resumed run equals the uninterrupted one" if all_equal else "MISMATCH: see the table")
     return 0 if all_equal else 1
 
