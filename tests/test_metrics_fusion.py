@@ -50,11 +50,24 @@ def test_ssim_matches_scikit_image_with_the_8_bit_range(images):
         structural_similarity(f, s.astype(np.float64), win_size=7, data_range=255) for s in sources
     )
     assert ssim(fused, sources) == pytest.approx(expected, rel=1e-10)
-    compat = sum(
-        structural_similarity(f, s.astype(np.float64), win_size=7, data_range=f.max() - f.min())
-        for s in sources
-    )
-    assert ssim(fused, sources, cddfuse_compat=True) == pytest.approx(compat, rel=1e-10)
+
+
+def test_compat_ssim_is_the_evaluators_float32_call_with_data_range_2():
+    # The CDDFuse evaluator feeds np.round'ed float32 grey levels 0..255 to scikit-image 0.19's
+    # structural_similarity without a data range, which then uses the float range (-1, 1). The
+    # installed version's defaults (window 7, K1, K2, sample covariance, crop, float64 mean) are
+    # 0.19's, but it refuses float input without a data range, so the test passes 2.0.
+    rng = np.random.default_rng(5)
+    images = np.zeros((3, 16, 16), np.uint8)
+    images[:, :, 8:] = 254 + rng.integers(0, 2, (3, 16, 8))  # nearly flat and bright
+    images[:, :8, :8] = rng.integers(0, 256, (3, 8, 8))
+    fused, sources = images[0], images[1:]
+    as_read = images.astype(np.float32)
+    expected = sum(structural_similarity(as_read[0], s, data_range=2.0) for s in as_read[1:])
+    assert ssim(fused, sources, cddfuse_compat=True) == pytest.approx(expected, rel=1e-4)
+    # float64 arithmetic would miss: these windows score by float32 rounding noise.
+    in_float64 = sum(structural_similarity(*(images[[0, i]] * 1.0), data_range=2.0) for i in (1, 2))
+    assert in_float64 != pytest.approx(expected, rel=1e-4)
 
 
 def test_mi_matches_scikit_learn_in_nats(images):

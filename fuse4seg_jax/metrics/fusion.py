@@ -14,7 +14,9 @@ The CDDFuse evaluator deviates from its own definitions in three places; we foll
 and ``cddfuse_compat=True`` reproduces the evaluator exactly:
 
 - PSNR uses the fused image's maximum as the peak instead of 255;
-- SSIM uses the fused image's ``max - min`` as the data range instead of 255;
+- SSIM hands float32 grey levels (0..255) to scikit-image 0.19 without a data range, which then
+  takes the float dtype's nominal range (-1, 1), i.e. a data range of 2 instead of 255, and
+  computes in float32;
 - Qabf sets the edge-strength preservation to the fused gradient magnitude ``g_F`` (not 1) where
   ``g_A == g_F``, which over-credits pixels whose gradients match exactly.
 
@@ -283,9 +285,11 @@ def qabf(fused: np.ndarray, sources: np.ndarray, cddfuse_compat: bool = False) -
     return float(num / den) if den else math.nan
 
 
-def _ssim(a: np.ndarray, b: np.ndarray, data_range: float, win: int = 7) -> float:
-    # scikit-image's defaults: uniform win x win window, K1 0.01, K2 0.03, sample covariances, and
-    # the mean over the pixels whose window lies inside the image.
+def _ssim(a: np.ndarray, b: np.ndarray, data_range: float, dtype: type, win: int = 7) -> float:
+    # scikit-image's defaults: uniform win x win window (reflected at the border), K1 0.01, K2 0.03,
+    # sample covariances, and the mean (in float64) over the pixels whose window lies inside the
+    # image. scikit-image computes in the inputs' float dtype, so float32 inputs give float32 maps.
+    a, b = a.astype(dtype), b.astype(dtype)
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     cov = win * win / (win * win - 1.0)
 
@@ -298,25 +302,28 @@ def _ssim(a: np.ndarray, b: np.ndarray, data_range: float, win: int = 7) -> floa
     vab = cov * (mean(a * b) - ua * ub)
     s = ((2 * ua * ub + c1) * (2 * vab + c2)) / ((ua * ua + ub * ub + c1) * (vaa + vbb + c2))
     pad = (win - 1) // 2
-    return float(s[pad:-pad, pad:-pad].mean())
+    return float(s[pad:-pad, pad:-pad].mean(dtype=np.float64))
 
 
 def ssim(fused: np.ndarray, sources: np.ndarray, cddfuse_compat: bool = False) -> float:
     """SSIM: ``sum_i SSIM(F, S_i)`` (at most N), as scikit-image's ``structural_similarity``.
 
     7 x 7 uniform window, K1 = 0.01, K2 = 0.03, sample (n - 1) covariances, mean SSIM over the
-    pixels at least 3 away from the border. Data range 255 (the 8-bit range).
+    pixels at least 3 away from the border. Data range 255 (the 8-bit range), float64.
 
     Arguments:
         fused: ``(H, W)`` 8-bit image, H and W at least 7.
         sources: ``(N, H, W)`` 8-bit images.
-        cddfuse_compat: use ``max(F) - min(F)`` as the data range, as the CDDFuse evaluator does.
+        cddfuse_compat: data range 2 and float32 arithmetic on the grey levels 0..255, as the
+            CDDFuse evaluator's call without a data range on float32 images gets from
+            scikit-image 0.19 (the constants become ``(0.02)^2`` and ``(0.06)^2``, so near-flat
+            windows score by float32 rounding noise).
     """
     fused, sources = _pair(fused, sources)
     if min(fused.shape) < 7:
         raise DataError(f"SSIM needs images of at least 7 x 7 pixels, got {fused.shape}")
-    data_range = float(fused.max() - fused.min()) if cddfuse_compat else 255.0
-    return sum(_ssim(fused, s, data_range) for s in sources)
+    data_range, dtype = (2.0, np.float32) if cddfuse_compat else (255.0, np.float64)
+    return sum(_ssim(fused, s, data_range, dtype) for s in sources)
 
 
 def psnr(fused: np.ndarray, sources: np.ndarray, cddfuse_compat: bool = False) -> float:
