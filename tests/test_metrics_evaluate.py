@@ -9,7 +9,8 @@ import SimpleITK as sitk
 from PIL import Image
 
 from fuse4seg_jax.cli import main
-from fuse4seg_jax.metrics import fusion_scores, segmentation_row, segmentation_scores
+from fuse4seg_jax.data import read_image
+from fuse4seg_jax.metrics import fusion_scores, segmentation_row, segmentation_scores, to_grey_levels
 
 SHAPE_ZYX = (6, 10, 12)
 SPACING_XYZ = (1.0, 1.0, 2.0)
@@ -140,3 +141,75 @@ def test_fused_pngs_are_scored_against_their_sources(tmp_path):
 def test_modes_cannot_be_mixed(tmp_path, capsys):
     assert main(["evaluate", "--pred", str(tmp_path), "--fused", str(tmp_path)]) == 2
     assert "either --pred and --truth, or --fused and --sources" in capsys.readouterr().err
+
+
+# (R, G, B) -> the grey level the CDDFuse evaluator gets: OpenCV 4.5.5 (and 5.0) float32
+# cvtColor(BGR2GRAY), then np.round, measured on an x86-64 CPU with FMA.
+_KNOWN_GREY = {
+    # Ties: 0.299 R + 0.587 G + 0.114 B is exactly k + 1/2. Chosen among those where rounding the
+    # luma in float64, in float32 without fused multiply-add (either order), or as our default
+    # reader does, goes the other way.
+    (74, 226, 208): 179,
+    (230, 246, 152): 231,
+    (192, 214, 241): 211,
+    (169, 195, 136): 181,
+    (22, 20, 63): 25,
+    (145, 91, 252): 125,
+    (27, 55, 203): 63,
+    (162, 106, 60): 117,
+    # Corners: round(255 x the sum of the coefficients of the channels at 255).
+    (0, 0, 0): 0,
+    (255, 0, 0): 76,
+    (0, 255, 0): 150,
+    (0, 0, 255): 29,
+    (255, 255, 0): 226,
+    (255, 0, 255): 105,
+    (0, 255, 255): 179,
+    (255, 255, 255): 255,
+}
+_N_TIES = 8
+
+
+def _colours_and_grey(n_random, seed=0):
+    """``(n, 3)`` uint8 colours (:data:`_KNOWN_GREY`, then random non-ties) and their evaluator grey."""
+    rng = np.random.default_rng(seed)
+    random = rng.integers(0, 256, (4 * n_random, 3))
+    luma_x1000 = random @ np.array([299, 587, 114])
+    not_tie = luma_x1000 % 1000 != 500  # elsewhere the evaluator gets the exactly rounded luma
+    random, luma_x1000 = random[not_tie][:n_random], luma_x1000[not_tie][:n_random]
+    colours = np.concatenate([list(_KNOWN_GREY), random]).astype(np.uint8)
+    grey = np.concatenate([list(_KNOWN_GREY.values()), (luma_x1000 + 500) // 1000])
+    return colours, grey.astype(np.uint8)
+
+
+def test_compat_reads_colour_and_16_bit_pngs_as_the_cddfuse_evaluator(tmp_path):
+    colours, grey = _colours_and_grey(500)
+    Image.fromarray(colours[None]).save(tmp_path / "colour.png")
+    read = read_image(tmp_path / "colour.png", grey="cddfuse")
+    np.testing.assert_array_equal(to_grey_levels(read[0]), grey)
+    levels = np.array([[0, 255, 256, 32767, 32768, 33023, 65279, 65535]], np.uint16)
+    Image.fromarray(levels).save(tmp_path / "deep.png")
+    np.testing.assert_array_equal(
+        to_grey_levels(read_image(tmp_path / "deep.png", grey="cddfuse")), levels >> 8
+    )
+    as_luma = to_grey_levels(read_image(tmp_path / "deep.png"))
+    np.testing.assert_array_equal(as_luma, np.round(levels / 257.0))
+
+
+def test_cddfuse_compat_scores_with_the_evaluators_grey_levels(tmp_path):
+    colours, grey = _colours_and_grey(48 * 48 - len(_KNOWN_GREY), seed=1)
+    rng = np.random.default_rng(2)
+    fused = rng.integers(0, 256, (48, 48)).astype(np.uint8)
+    flair = rng.integers(0, 256, (48, 48)).astype(np.uint8)
+    for folder, image in (("fused", fused), ("t1ce", colours.reshape(48, 48, 3)), ("flair", flair)):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(image).save(tmp_path / folder / "case.png")
+    args = ["evaluate", "--fused", str(tmp_path / "fused"), "--sources", str(tmp_path / "t1ce")]
+    args += [str(tmp_path / "flair"), "--cddfuse-compat", "--out", str(tmp_path / "out")]
+    assert main(args) == 0
+    (row,) = _read_csv(tmp_path / "out" / "scores.csv")
+    expected = fusion_scores(fused, np.stack([grey.reshape(48, 48), flair]), cddfuse_compat=True)
+    assert {k: float(row[k]) for k in expected} == pytest.approx(expected, rel=1e-12)
+    # The default mode reads the colour source as float luma, which rounds these ties the other way.
+    luma = to_grey_levels(read_image(tmp_path / "t1ce" / "case.png")).reshape(-1)
+    np.testing.assert_array_equal(luma != grey, np.arange(grey.size) < _N_TIES)

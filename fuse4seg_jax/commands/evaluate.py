@@ -8,7 +8,9 @@ Two modes:
   case is scored per region (:data:`fuse4seg_jax.metrics.REGIONS`) with the ground truth's spacing.
 - ``--fused DIR --sources DIR [DIR ...]``: 2-D images (PNG, grey or colour converted to luma Y,
   16-bit rounded to 8-bit levels; or NIfTI, integer 0..255 or float in [0, 1]) matched by file
-  name without extension; every image of the first source folder is a case.
+  name without extension; every image of the first source folder is a case. ``--cddfuse-compat``
+  reads PNGs as the CDDFuse evaluator does (:data:`fuse4seg_jax.data.images.GREY_CONVERSIONS`)
+  and scores with its PSNR, SSIM and Qabf conventions (``docs/conventions.md#metrics``).
 
 Files are read by :mod:`fuse4seg_jax.data` (NIfTI volumes in ``(X, Y, Z)`` order, BraTS labels
 mapped by :mod:`fuse4seg_jax.data.labels`); ``scores.csv`` and ``scores.json`` follow
@@ -55,7 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fus.add_argument(
         "--cddfuse-compat",
         action="store_true",
-        help="reproduce the CDDFuse evaluator's PSNR peak, SSIM data range and Qabf tie handling",
+        help="score as the CDDFuse evaluator does: SSIM with data range 2 in float32 (not 255 in "
+        "float64), PSNR peak max(F) (not 255), Qabf strength ratio g_F where g_S == g_F (not 1), and "
+        "colour PNGs made grey as OpenCV's float32 BGR2GRAY rounded (not float BT.601 luma "
+        "rounded), 16-bit PNGs by their high byte (not rounded to 255 levels)",
     )
     parser.add_argument("--out", type=Path, help="output folder (default: <pred|fused>/evaluation)")
     parser.add_argument(
@@ -137,22 +142,27 @@ def score_segmentation_case(pred_path: Path, truth_path: Path, et_choice: str) -
     return segmentation_row(segmentation_scores(pred, truth, geometry.spacing))
 
 
-def _grey_levels(path: Path) -> np.ndarray:
-    """A 2-D image as uint8 grey levels (colour PNGs as luma Y, ITU-R 601; see to_grey_levels)."""
+def _grey_levels(path: Path, cddfuse_compat: bool) -> np.ndarray:
+    """A 2-D image as uint8 grey levels (colour PNGs as luma Y, ITU-R 601; see to_grey_levels).
+
+    With ``cddfuse_compat`` PNGs become grey as in the CDDFuse evaluator (``read_png``'s
+    ``grey="cddfuse"``).
+    """
     from fuse4seg_jax import data
     from fuse4seg_jax.metrics import to_grey_levels
 
-    return to_grey_levels(data.read_image(path), str(path)).astype(np.uint8)
+    grey = "cddfuse" if cddfuse_compat else "luma"
+    return to_grey_levels(data.read_image(path, grey), str(path)).astype(np.uint8)
 
 
 def score_fused_case(fused_path: Path, source_paths: list[Path], cddfuse_compat: bool) -> dict:
     """One fused image's score row (``fusion_scores``) against its source images."""
     from fuse4seg_jax.metrics import fusion_scores
 
-    fused = _grey_levels(fused_path)
+    fused = _grey_levels(fused_path, cddfuse_compat)
     sources = []
     for path in source_paths:
-        source = _grey_levels(path)
+        source = _grey_levels(path, cddfuse_compat)
         if source.shape != fused.shape:
             raise DataError(f"{path}: shape {source.shape} differs from {fused_path} {fused.shape}")
         sources.append(source)
