@@ -25,7 +25,8 @@ from bilevel.problem import Problem
 PyTree = Any
 
 # A new direction whose norm after orthogonalisation is below this many rounding units of ||H||
-# is rounding noise: the Krylov space is invariant (numerically) and Lanczos stops.
+# (the largest ||H v|| seen) is rounding noise: the Krylov space is invariant and Lanczos stops.
+# At exact invariance the norm measured below one unit, in float32 and float64.
 _BREAKDOWN_ULPS = 100.0
 
 
