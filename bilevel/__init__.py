@@ -6,7 +6,9 @@ diagnostics; :func:`init` / :func:`step` are the pure, jit-able outer loop; :fun
 evaluates any solver at a point; :mod:`bilevel.closed_form` holds problems with closed-form
 answers. Solvers compose: :class:`Implicit` takes any linear solver (:class:`CG`, :class:`Neumann`,
 :class:`JaxoptCG` or a user's callable), and :func:`register_solver` makes a solver defined
-anywhere choosable by name. See ``docs/solvers.md``.
+anywhere choosable by name. :func:`extreme_eigenvalues` (Lanczos on Hessian-vector products)
+says whether the follower's Hessian is positive definite and how large it is. See
+``docs/solvers.md``.
 This package knows nothing about images and never imports ``fuse4seg_jax``.
 """
 
@@ -30,11 +32,13 @@ from bilevel.solvers import (
     UnrolledForward,
     solver_output,
 )
+from bilevel.spectrum import EigenEstimate, extreme_eigenvalues, inner_hessian_extremes
 
 __all__ = [
     "CG",
     "DIAGNOSTIC_KEYS",
     "BilevelState",
+    "EigenEstimate",
     "FiniteDifference",
     "FirstOrder",
     "Implicit",
@@ -52,9 +56,11 @@ __all__ = [
     "SolveResult",
     "Unrolled",
     "UnrolledForward",
+    "extreme_eigenvalues",
     "hypergradient",
     "implicit_with",
     "init",
+    "inner_hessian_extremes",
     "make_solver",
     "register_solver",
     "solver_names",

@@ -45,8 +45,18 @@ class LinearSolver(Protocol):
     def __call__(self, matvec: LinearMap, b: PyTree, /) -> SolveResult: ...
 
 
-def _iterate(body, state, done, max_iter: int, loop: str):
+def iterate(body, state, done, max_iter: int, loop: str):
     """Run ``state = body(state)`` until ``done(state)`` or ``max_iter`` iterations.
+
+    The loop of every iterative method in :mod:`bilevel` (linear solves, Lanczos), in either
+    ``loop`` form (see the module docstring).
+
+    Arguments:
+        body: ``state -> state``.
+        state: the initial state, a pytree.
+        done: ``state -> bool scalar``; checked before each iteration.
+        max_iter: the most iterations (static).
+        loop: ``"python"`` or ``"while"``.
 
     Returns:
         ``(state, iterations)`` with ``iterations`` an int32 scalar.
@@ -111,7 +121,7 @@ def cg(matvec: LinearMap, b: PyTree, *, max_iter: int, tol: float, loop: str = "
         return jnp.logical_or(negative, jnp.sqrt(rr) <= tol * b_norm)
 
     init = (tree.zeros_like(b), b, b, b_norm**2, zero > 0)
-    (x, _, _, rr, negative), k = _iterate(body, init, done, max_iter, loop)
+    (x, _, _, rr, negative), k = iterate(body, init, done, max_iter, loop)
     converged = jnp.logical_and(jnp.logical_not(negative), jnp.sqrt(rr) <= tol * b_norm)
     return SolveResult(x, k, converged)
 
@@ -139,7 +149,7 @@ def fixed_point(
     def done(state):
         return state[1] <= tol * b_norm
 
-    (x, change), k = _iterate(body, (tree.zeros_like(b), b_norm), done, max_iter, loop)
+    (x, change), k = iterate(body, (tree.zeros_like(b), b_norm), done, max_iter, loop)
     return SolveResult(x, k, done((x, change)))
 
 
