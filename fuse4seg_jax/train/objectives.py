@@ -75,7 +75,7 @@ class Objectives:
         segmentation: the follower (logits ``(B, H, W, classes)``).
         fusion_weights: ``((term, weight), ...)`` of the upper level's fusion terms
             (``fuse4seg_jax.losses.fusion_terms``; the paper's alpha, beta, gamma weigh
-            ``decomp``, ``grad``, ``recon``).
+            ``decomp``, ``grad``, ``recon``); by default every registered term at its default weight.
         class_weights: Dice class weights (background, NCR, ED, ET).
         follower_input: what the follower sees in the single-level follower stage.
         compute_dtype: ``float32`` or ``bfloat16``; parameters stay float32, losses are float32.
@@ -86,7 +86,9 @@ class Objectives:
 
     fusion: PureModel
     segmentation: PureModel
-    fusion_weights: tuple[tuple[str, float], ...] = (("decomp", 1.0), ("grad", 5.0), ("recon", 0.05))
+    fusion_weights: tuple[tuple[str, float], ...] = dataclasses.field(
+        default_factory=lambda: tuple(losses.fusion_term_weights().items())
+    )
     class_weights: tuple[float, ...] = (0.1, 1.0, 1.0, 1.0)
     follower_input: str = "average"
     compute_dtype: str = "float32"
