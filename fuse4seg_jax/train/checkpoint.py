@@ -137,9 +137,12 @@ class Checkpoints:
         aside = self.directory.with_name(f"{self.directory.name}.damaged")
         for s in damaged:
             aside.mkdir(exist_ok=True)
-            os.replace(self.directory / str(s), aside / str(s))
+            target, copy = aside / str(s), 1
+            while target.exists():  # the same step damaged again after it was saved anew
+                target, copy = aside / f"{s}.{copy}", copy + 1
+            os.replace(self.directory / str(s), target)
             print(
-                f"warning: checkpoint step {s} is damaged ({problems[s]}); moved to {aside / str(s)}, "
+                f"warning: checkpoint step {s} is damaged ({problems[s]}); moved to {target}, "
                 f"resuming from step {step}",
                 file=sys.stderr,
             )
