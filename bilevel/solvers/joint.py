@@ -12,11 +12,13 @@ from bilevel.solvers.base import Solver, SolverCall, SolverOutput, solver_output
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Joint(Solver):
-    """Single-level baseline (Fuse4Seg v1 eq. 6-7; ``docs/solvers.md#joint``).
+    """Single-level baseline (``docs/solvers.md#joint``).
 
     The follower takes its K steps on ``inner_loss`` as in every solver; the leader's gradient is
     ``d/d outer [inner_loss(inner_K, outer, last inner batch) + weight * outer_loss(inner_K, outer,
-    outer_batch)]``, both partial derivatives at ``inner_K``.
+    outer_batch)]``, both partial derivatives at ``inner_K``. Fuse4Seg v1's eq. 6-7 is this sum
+    with the fusion loss alone as ``outer_loss`` and ``weight`` its lambda; the fuse4seg trainer
+    builds that problem when this solver is chosen.
 
     Arguments:
         weight: the outer loss's weight in the sum.

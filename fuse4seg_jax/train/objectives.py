@@ -135,12 +135,24 @@ class Objectives:
         loss = self._seg_loss(self.segment(follower, fused), batch["label"])
         return loss, {"seg": loss}
 
-    def outer_loss(self, follower: Any, leader: Any, batch: Batch):
-        """Upper level: validation segmentation loss plus the weighted physical regularisers."""
+    def _upper_parts(self, follower: Any, leader: Any, batch: Batch):
+        """The upper level's parts on ``batch``: the segmentation loss and the unweighted fusion terms."""
         out = self.fuse(leader, batch["image"])
         seg = self._seg_loss(self.segment(follower, out["fused"]), batch["label"])
-        terms = self.fusion_terms(out, batch["image"])
+        return seg, self.fusion_terms(out, batch["image"])
+
+    def outer_loss(self, follower: Any, leader: Any, batch: Batch):
+        """Upper level: validation segmentation loss plus the weighted physical regularisers."""
+        seg, terms = self._upper_parts(follower, leader, batch)
         return seg + self._fusion_penalty(terms), {"seg": seg, **terms}
+
+    def joint_outer_loss(self, follower: Any, leader: Any, batch: Batch):
+        """The outer loss the ``joint`` solver is given: the weighted fusion terms alone, so that
+        ``inner_loss + weight * joint_outer_loss`` is Fuse4Seg v1's eq. 6 (``L^s + lambda L^f``,
+        the segmentation loss counted once). The segmentation loss on ``batch`` is reported in the
+        aux as ``seg`` (aux is not differentiated)."""
+        seg, terms = self._upper_parts(follower, leader, batch)
+        return self._fusion_penalty(terms), {"seg": seg, **terms}
 
     # Single-level stages.
     def follower_loss(self, follower: Any, leader: Any, batch: Batch):

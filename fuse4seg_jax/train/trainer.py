@@ -86,10 +86,12 @@ class Trainer:
         )
         micro = int(config.batch.accumulation)
         obj = self.objectives
-        self.problem = bilevel.Problem(
-            microbatched(obj.inner_loss, micro), microbatched(obj.outer_loss, micro), has_aux=True
-        )
         self.solver = solver_from_config(config)
+        # v1's eq. 6 weighs the fusion loss alone against the follower's loss (docs/solvers.md#joint)
+        outer_loss = obj.joint_outer_loss if isinstance(self.solver, bilevel.Joint) else obj.outer_loss
+        self.problem = bilevel.Problem(
+            microbatched(obj.inner_loss, micro), microbatched(outer_loss, micro), has_aux=True
+        )
         o = config.optim
         inner_updates = config.stages.follower + config.bilevel.inner_steps * config.stages.bilevel
 
