@@ -10,6 +10,7 @@ from fuse4seg_jax.metrics import (
     HD95_ONE_EMPTY_MM,
     REGIONS,
     hd95_mm,
+    segmentation_row,
     segmentation_scores,
     surface_distances_mm,
 )
@@ -112,6 +113,10 @@ def test_official_regions_merge_labels():
     assert scores["TC"]["dice"] == 1.0 and scores["WT"]["dice"] == 1.0
     assert scores["ED"]["dice"] == 1.0
     assert set(scores) == {"NCR", "ED", "ET", "TC", "WT"}
+    # the papers' "Average": each case's mean over the three label regions, not over TC / WT
+    row = segmentation_row(scores)
+    assert row["Dice mean"] == pytest.approx(1.0 / 3.0)
+    assert list(row)[:7] == [f"Dice {r}" for r in ("NCR", "ED", "ET", "TC", "WT", "mean")] + ["IoU NCR"]
 
 
 def test_bad_arrays_raise_data_errors():

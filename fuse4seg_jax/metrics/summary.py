@@ -21,16 +21,25 @@ SEGMENTATION_COLUMNS = {
 """Segmentation score key -> column title prefix (the region name is appended)."""
 
 
+MEAN_REGIONS = ("NCR", "ED", "ET")
+"""The regions whose mean is each metric's ``mean`` column: the papers' "Average" of the three
+label regions (Fuse4Seg's tables), not of the nested TC / WT."""
+
+
 def segmentation_row(scores: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
     """Flatten ``segmentation_scores`` output to ``{"Dice ET": ..., "HD95 (mm) WT": ...}``.
 
-    Columns are grouped by metric, then region, as in the papers' tables.
+    Columns are grouped by metric, then region, as in the papers' tables; when the scores hold
+    every region of :data:`MEAN_REGIONS`, each metric ends with their per-case mean
+    (``"Dice mean"``, ...).
     """
-    return {
-        f"{title} {region}": float(per_region[key])
-        for key, title in SEGMENTATION_COLUMNS.items()
-        for region, per_region in scores.items()
-    }
+    row = {}
+    for key, title in SEGMENTATION_COLUMNS.items():
+        for region, per_region in scores.items():
+            row[f"{title} {region}"] = float(per_region[key])
+        if all(region in scores for region in MEAN_REGIONS):
+            row[f"{title} mean"] = sum(float(scores[r][key]) for r in MEAN_REGIONS) / len(MEAN_REGIONS)
+    return row
 
 
 def _is_number(value: object) -> bool:

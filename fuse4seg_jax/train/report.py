@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 from fuse4seg_jax.atomic import atomic_file  # noqa: E402
 from fuse4seg_jax.metrics import REGIONS, write_scores  # noqa: E402
 from fuse4seg_jax.metrics.fusion import AGAINST_SOURCES, FUSED_ONLY  # noqa: E402
+from fuse4seg_jax.metrics.summary import MEAN_REGIONS  # noqa: E402
 from fuse4seg_jax.train.rundir import read_metrics  # noqa: E402
 
 CLASS_COLOURS = np.array([[0, 0, 0], [230, 60, 60], [60, 200, 60], [250, 220, 40]], np.float32) / 255
@@ -28,14 +29,15 @@ def _mean_std(summary: dict, key: str) -> str:
 
 
 def segmentation_table(summary: dict) -> str:
-    """Markdown table: one line per region, Dice / IoU / HD95 (mm) as mean ± std over cases.
+    """Markdown table: one line per region and one for the mean of NCR, ED and ET (each case's
+    mean, then mean ± std over cases), Dice / IoU / HD95 (mm).
 
     ``summary`` is ``metrics.column_statistics`` of rows built with ``metrics.segmentation_row``.
     """
     lines = ["| region | " + " | ".join(SEG_SCORES) + " |", "|---|---|---|---|"]
-    for region in REGIONS:
+    for region, name in [(r, r) for r in REGIONS] + [("mean", f"mean of {', '.join(MEAN_REGIONS)}")]:
         cells = [_mean_std(summary, f"{score} {region}") for score in SEG_SCORES]
-        lines.append(f"| {region} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
