@@ -26,6 +26,10 @@ VERBS: dict[str, tuple[str, str]] = {
     "train": ("train", "train leader and follower as a config says; evaluate; write the report"),
     "fuse": ("fuse", "fuse a BraTS case or folders of image pairs with a trained run"),
     "segment": ("segment", "segment a BraTS case with a trained run (NIfTI, BraTS labels)"),
+    "export-brats-fuse": (
+        "export_brats_fuse",
+        "write the BraTS-Fuse benchmark: sources, truth and every 2/3/4-modality fusion as PNGs",
+    ),
 }
 
 

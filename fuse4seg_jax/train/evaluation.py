@@ -22,26 +22,35 @@ from fuse4seg_jax.train import sharding
 from fuse4seg_jax.train.trainer import State, Trainer
 
 
+def in_chunks(fn, mesh, images: np.ndarray, chunk: int = 8) -> dict:
+    """``fn(images_chunk) -> {name: (c, ...)}`` over ``images (S, ...)`` in fixed chunks.
+
+    The last chunk is padded with zeros to the chunk size (a multiple of the data-axis size) and
+    each chunk is placed on ``mesh``, so ``fn`` compiles once whatever ``S``.
+
+    Returns:
+        ``{name: (S, ...)}`` as host arrays, the padding dropped.
+    """
+    devices = mesh.shape[sharding.DATA]
+    chunk = -(-chunk // devices) * devices
+    count = images.shape[0]
+    padded = np.concatenate([images, np.zeros((-count % chunk, *images.shape[1:]), images.dtype)], axis=0)
+    parts = [
+        jax.device_get(fn(sharding.put_batch(mesh, {"image": padded[start : start + chunk]})["image"]))
+        for start in range(0, len(padded), chunk)
+    ]
+    return {name: np.concatenate([p[name] for p in parts])[:count] for name in parts[0]}
+
+
 def predict_volume(trainer: Trainer, state: State, images: np.ndarray, chunk: int = 8) -> dict:
     """Predict ``images (S, H, W, N)`` slice by slice with the EMA leader and the follower.
-
-    Slices go through in fixed chunks (padded at the end, a multiple of the data-axis size) so the
-    prediction compiles once.
 
     Returns:
         ``view (S, H, W, C)`` float32 (what the follower saw) and ``pred (S, H, W)`` int32.
     """
-    devices = trainer.mesh.shape[sharding.DATA]
-    chunk = -(-chunk // devices) * devices
-    count = images.shape[0]
-    padded = np.concatenate([images, np.zeros((-count % chunk, *images.shape[1:]), images.dtype)], axis=0)
-    views, preds = [], []
-    for start in range(0, len(padded), chunk):
-        batch = sharding.put_batch(trainer.mesh, {"image": padded[start : start + chunk]})
-        out = jax.device_get(trainer.predict(state["ema"], state["follower"], batch["image"]))
-        views.append(out["view"])
-        preds.append(out["pred"])
-    return {"view": np.concatenate(views)[:count], "pred": np.concatenate(preds)[:count]}
+    return in_chunks(
+        lambda x: trainer.predict(state["ema"], state["follower"], x), trainer.mesh, images, chunk
+    )
 
 
 def evaluate(trainer: Trainer, state: State, src: Any, *, max_cases: int = 0, progress: bool = True) -> dict:
