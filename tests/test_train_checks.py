@@ -33,6 +33,7 @@ def test_the_shipped_configs_pass():
         ("optim.follower_lr=0.0", "optim.follower_lr = 0.0; expected a number > 0"),
         ("optim.optimizer=adam", "optim.optimizer = 'adam'; expected one of adamw, sgd"),
         ("optim.schedule=linear", "optim.schedule = 'linear'; expected one of cosine, constant"),
+        ("stages.unit=hours", "stages.unit = 'hours'; expected one of steps, epochs"),
         ("precision=float16", "precision = 'float16'; expected one of float32, bfloat16"),
         ("follower_input=fusion", "follower_input = 'fusion'; expected one of average, fused, stacked"),
         ("log_every=0", "log_every = 0; expected an integer >= 1"),

@@ -8,7 +8,7 @@ from fuse4seg_jax.errors import ConfigError
 from fuse4seg_jax.train.config import load_config, to_json
 from fuse4seg_jax.train.defaults import base_config
 from fuse4seg_jax.train.rundir import MetricsLog, open_run, read_metrics
-from fuse4seg_jax.train.stages import StagePlan
+from fuse4seg_jax.train.stages import STAGES, StagePlan
 
 
 def test_overrides_are_typed_and_checked():
@@ -62,6 +62,9 @@ def test_baselines_keep_compute_equal():
 
 def test_stage_plan_locates_steps():
     c = base_config()
+    with pytest.raises(ConfigError, match="stages.unit = 'epochs'"):
+        StagePlan.from_config(c)  # the paper's epochs need a data set to count steps
+    c.stages.unit = "steps"
     c.stages.pretrain, c.stages.fusion, c.stages.follower, c.stages.bilevel = 2, 0, 3, 4
     plan = StagePlan.from_config(c)
     assert plan.total == 9
@@ -183,3 +186,30 @@ def test_every_registered_model_has_its_paper_and_demo_sizes_in_the_configs():
     demo = load_config("configs/demo.py").model
     assert demo.fusion_sizes.frequency_decoupled.dim == 16
     assert demo.segmentation_sizes.convnext_unet.widths == (16, 32, 64)
+
+
+def test_epochs_become_passes_over_the_prepared_train_split(tiny_overrides):
+    import math
+
+    from fuse4seg_jax import data
+    from fuse4seg_jax.train.loop import ensure_dataset
+    from fuse4seg_jax.train.stages import in_steps
+
+    steps = load_config("configs/smoke.py", tiny_overrides)
+    slices = len(data.open_split(ensure_dataset(steps), "train"))
+    assert in_steps(steps, slices) is steps
+    epochs = load_config(
+        "configs/smoke.py",
+        [
+            *tiny_overrides,
+            "--config.stages.unit=epochs",
+            "--config.stages.follower=3",
+            "--config.batch.tr_size=16",
+        ],
+    )
+    converted = in_steps(epochs, slices)
+    assert converted.stages.unit == "steps" and epochs.stages.unit == "epochs"
+    assert converted.stages.follower == 3 * math.ceil(slices / epochs.batch.size)
+    assert converted.stages.bilevel == epochs.stages.bilevel * math.ceil(slices / 16)
+    assert converted.stages.fusion == 0
+    assert StagePlan.from_config(converted).total == sum(converted.stages[k] for k in STAGES)

@@ -24,7 +24,7 @@ from fuse4seg_jax.train import sharding
 from fuse4seg_jax.train.choices import model_arguments, solver_from_config
 from fuse4seg_jax.train.objectives import FOLLOWER_INPUTS
 from fuse4seg_jax.train.optimizers import OPTIMIZERS, SCHEDULES
-from fuse4seg_jax.train.stages import STAGES, leader_can_pretrain
+from fuse4seg_jax.train.stages import STAGES, UNITS, leader_can_pretrain
 
 PRECISIONS = ("float32", "bfloat16")
 BATCHES = ("batch.size", "batch.tr_size", "batch.val_size")
@@ -78,6 +78,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _choice(config, "precision", PRECISIONS)
     _choice(config, "optim.optimizer", OPTIMIZERS)
     _choice(config, "optim.schedule", SCHEDULES)
+    _choice(config, "stages.unit", UNITS)
     families = ["fusion", "segmentation"]
     if config.loss.adversarial > 0:
         families.append("discriminator")
@@ -133,6 +134,8 @@ def config_warnings(config: ml_collections.ConfigDict) -> list[str]:
             f"{config.model.fusion!r} has no autoencode pass, so the pretrain stage is skipped "
             f"(leaders that pre-train: {', '.join(pretrainable)})"
         )
+    if config.stages.unit != "steps":  # checked again once the run has counted its steps
+        return warnings
     ema_steps = config.stages.fusion + config.stages.bilevel
     start_weight = config.bilevel.ema**ema_steps
     if ema_steps > 0 and config.eval_input == "fused" and start_weight > 0.1:

@@ -61,8 +61,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.stages = ml_collections.ConfigDict()
     c.stages.pretrain = 0
     c.stages.fusion = 0
-    c.stages.follower = 40 * 200  # 40 epochs; steps per epoch depend on the data set size
-    c.stages.bilevel = 120 * 200
+    c.stages.follower = 40  # the paper's 40 warm-up epochs
+    c.stages.bilevel = 120  # and 120 rollout epochs
+    # steps | epochs: what the numbers above count. An epoch is one pass over the prepared train
+    # split (ceil(slices / batch.size) steps; bi-level: ceil(slices / batch.tr_size) outer steps),
+    # converted to steps when the run starts (config.json records the steps).
+    c.stages.unit = "epochs"
     c.follower_input = "average"  # warm-up prior: average | fused | stacked
     c.eval_input = "fused"  # what the follower sees at evaluation: fused | average | stacked
 
@@ -128,6 +132,7 @@ def demo_config() -> ml_collections.ConfigDict:
     c.data.phantom_shape = (64, 64, 32)
     c.data.fractions = (0.5, 0.17, 0.33)
     c.model.update(_model_sizes("demo"))
+    c.stages.unit = "steps"
     c.stages.pretrain = 30
     c.stages.follower = 300
     c.stages.bilevel = 50

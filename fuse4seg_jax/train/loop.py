@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from fuse4seg_jax import data
 from fuse4seg_jax.errors import TrainingError
-from fuse4seg_jax.train import sharding
+from fuse4seg_jax.train import sharding, stages
 from fuse4seg_jax.train.checkpoint import Checkpoints
 from fuse4seg_jax.train.checks import config_warnings, validate_config
 from fuse4seg_jax.train.config import to_json
@@ -116,6 +116,8 @@ def run_training(
     if config.mesh.distributed:  # first: the checks count the devices of every host
         jax.distributed.initialize()
     validate_config(config)
+    if config.stages.unit != "steps":  # epochs count the prepared train split's slices
+        config = stages.in_steps(config, len(data.open_split(ensure_dataset(config), "train")))
     if warn is not None:
         for message in config_warnings(config):
             warn(message)

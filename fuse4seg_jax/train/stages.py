@@ -2,13 +2,50 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import math
 
 import ml_collections
 
 from fuse4seg_jax import models
+from fuse4seg_jax.errors import ConfigError
 
 STAGES = ("pretrain", "fusion", "follower", "bilevel")
+UNITS = ("steps", "epochs")
+
+
+def epoch_steps(config: ml_collections.ConfigDict, kind: str, train_slices: int) -> int:
+    """Steps of one epoch of stage ``kind``: one pass over the train split's ``train_slices``.
+
+    A single-level step draws ``batch.size`` slices; an outer step of the bi-level stage draws
+    ``batch.tr_size`` slices of D_tr for its K inner steps (its D_val batch is drawn besides), so
+    its epoch is ``ceil(train_slices / batch.tr_size)`` outer steps. With ``tr_size == size``
+    every stage's epoch is the same number of steps, so the baselines' equal-compute arithmetic
+    (``fuse4seg_jax.train.defaults.baseline``) holds in epochs as in steps.
+    """
+    per_step = config.batch.tr_size if kind == "bilevel" else config.batch.size
+    return math.ceil(train_slices / per_step)
+
+
+def in_steps(config: ml_collections.ConfigDict, train_slices: int) -> ml_collections.ConfigDict:
+    """``config`` with its stage lengths in steps (a copy if ``stages.unit`` is ``"epochs"``).
+
+    Arguments:
+        config: a valid config.
+        train_slices: the slice count of the prepared data set's train split.
+
+    Returns:
+        ``config`` itself for ``stages.unit = "steps"``; otherwise a copy whose ``stages.<kind>``
+        is ``epochs * epoch_steps(...)`` and whose ``stages.unit`` is ``"steps"``.
+    """
+    if config.stages.unit == "steps":
+        return config
+    converted = copy.deepcopy(config)
+    for kind in STAGES:
+        converted.stages[kind] = int(config.stages[kind]) * epoch_steps(config, kind, train_slices)
+    converted.stages.unit = "steps"
+    return converted
 
 
 def leader_can_pretrain(config: ml_collections.ConfigDict) -> bool:
@@ -28,6 +65,16 @@ class StagePlan:
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> StagePlan:
+        """The plan of a config whose stage lengths are in steps (see :func:`in_steps`).
+
+        Raises:
+            ConfigError: ``stages.unit`` is not ``"steps"``.
+        """
+        if config.stages.unit != "steps":
+            raise ConfigError(
+                f"config key stages.unit = {config.stages.unit!r}: stage lengths in epochs become steps "
+                "only against a prepared data set (fuse4seg_jax.train.stages.in_steps)"
+            )
         runs = {k: int(config.stages[k]) > 0 for k in STAGES}
         runs["pretrain"] = runs["pretrain"] and leader_can_pretrain(config)
         return cls(tuple((k, int(config.stages[k])) for k in STAGES if runs[k]))
