@@ -55,7 +55,18 @@ def test_baselines_keep_compute_equal():
     assert avg.eval_input == "average" and avg.stages.pretrain == 0  # it has no leader to pre-train
     assert disjoint.stages.fusion == full.stages.bilevel
     assert disjoint.stages.follower == follower_updates and disjoint.eval_input == "fused"
-    assert load_config("configs/baseline_no_grad.py").loss.weights.grad == 0.0
+    # Fuse4Seg Table 3's rows: components added one by one to a disjoint autoencoder
+    rows = [
+        load_config(f"configs/table3_{r}.py:demo") for r in ("disjoint", "variant_a", "variant_b", "full")
+    ]
+    assert [r.stages.bilevel > 0 for r in rows] == [False, True, True, True]
+    assert [r.loss.weights.decomp > 0 for r in rows] == [False, False, True, True]
+    assert [r.loss.weights.grad > 0 for r in rows] == [False, False, False, True]
+    autoencoder = rows[0]
+    assert autoencoder.loss.pretrain_decomp == 0.0 and autoencoder.eval_input == "fused"
+    assert autoencoder.stages.pretrain == full.stages.pretrain + full.stages.bilevel
+    assert autoencoder.stages.follower == follower_updates and autoencoder.stages.fusion == 0
+    assert to_json(rows[3]) == to_json(full)
     with pytest.raises(ConfigError, match="rejected argument 'tiny'"):
         load_config("configs/baseline_average.py:tiny")
 

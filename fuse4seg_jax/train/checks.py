@@ -41,6 +41,7 @@ _RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
         for k in ("leader", "follower", "pretrain", "discriminator")
     ),
     ("optim.weight_decay", lambda v: v >= 0, "a number >= 0"),
+    ("loss.pretrain_decomp", lambda v: v >= 0, "a number >= 0"),
     ("optim.clip_norm", lambda v: v >= 0, "a number >= 0 (0: no clipping)"),
     ("log_every", lambda v: v >= 1, "an integer >= 1"),
     ("checkpoint_every", lambda v: v >= 1, "an integer >= 1"),

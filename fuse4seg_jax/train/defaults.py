@@ -89,6 +89,7 @@ def base_config() -> ml_collections.ConfigDict:
     # one discriminator per modality against the leader's reconstructions during `pretrain`.
     c.loss.adversarial = 0.0
     c.loss.generator_form = "minimax"  # minimax: v1 eq. 10's log(1 - D) | non_saturating: -log D
+    c.loss.pretrain_decomp = 2.0  # weight of L_decomp in the leader's pre-training (CDDFuse phase I)
 
     c.optim = ml_collections.ConfigDict()
     c.optim.optimizer = "adamw"  # adamw | sgd (momentum 0.9), for all three parameter sets
@@ -194,7 +195,11 @@ def baseline(c: ml_collections.ConfigDict, kind: str) -> ml_collections.ConfigDi
         disjoint       leader on the fusion terms alone, then follower on its frozen output
         multichannel   follower alone on the stacked modalities (no fusion image)
         no_decomp      bi-level without L_decomp (alpha = loss.weights.decomp = 0)
-        no_grad        bi-level without L_grad (beta = 0)
+        no_grad        bi-level without L_grad (beta = 0): Table 3's Variant B
+        variant_a      bi-level without L_decomp and L_grad: Table 3's Variant A
+        autoencoder    Table 3's disjoint baseline: the leader pre-trained as an autoencoder
+                       without L_decomp (its pre-training takes the rollout's leader steps too),
+                       then the follower on its frozen output
     """
     follower_updates = c.stages.follower + c.bilevel.inner_steps * c.stages.bilevel
     if kind in ("average", "multichannel"):
@@ -204,6 +209,13 @@ def baseline(c: ml_collections.ConfigDict, kind: str) -> ml_collections.ConfigDi
         c.stages.fusion, c.stages.bilevel = c.stages.bilevel, 0
         c.stages.follower = follower_updates
         c.follower_input = c.eval_input = "fused"
+    elif kind == "autoencoder":
+        c.stages.pretrain, c.stages.bilevel = c.stages.pretrain + c.stages.bilevel, 0
+        c.stages.follower = follower_updates
+        c.follower_input = c.eval_input = "fused"
+        c.loss.pretrain_decomp = 0.0
+    elif kind == "variant_a":
+        c.loss.weights.decomp = c.loss.weights.grad = 0.0
     elif kind == "no_decomp":
         c.loss.weights.decomp = 0.0
     elif kind == "no_grad":

@@ -82,6 +82,8 @@ class Objectives:
         discriminator: the per-modality discriminator of adversarial pre-training (or None).
         adversarial: weight of the generator term in adversarial pre-training (v1 eq. 9's lambda).
         generator_form: ``minimax`` (v1 eq. 10) or ``non_saturating``.
+        pretrain_decomp: weight of ``L_decomp`` in the autoencoder pre-training (CDDFuse phase
+            I: 2; 0 for the autoencoder without it of Fuse4Seg's Table 3 baseline).
     """
 
     fusion: PureModel
@@ -95,6 +97,7 @@ class Objectives:
     discriminator: PureModel | None = None
     adversarial: float = 0.0
     generator_form: str = "minimax"
+    pretrain_decomp: float = 2.0
 
     def fuse(self, leader: Any, images: jax.Array) -> dict[str, jax.Array]:
         """Run the leader; returns its output dict with float32 arrays."""
@@ -183,9 +186,10 @@ class Objectives:
         return {"recon": recon, "decomp": losses.decomposition_loss(rec["low"], rec["high"])}
 
     def pretrain_loss(self, leader: Any, _: Any, batch: Batch):
-        """Autoencoder pre-training (CDDFuse phase I): per modality 5 SSIM-loss + MSE, + 2 L_decomp."""
+        """Autoencoder pre-training (CDDFuse phase I): per modality 5 SSIM-loss + MSE, plus
+        ``pretrain_decomp`` (2) L_decomp."""
         terms = self._autoencoder_terms(self._autoencode(leader, batch["image"]), batch["image"])
-        return terms["recon"] + 2.0 * terms["decomp"], terms
+        return terms["recon"] + self.pretrain_decomp * terms["decomp"], terms
 
     def _judge(self, discriminators: Any, images: jax.Array) -> jax.Array:
         """Logits ``(N, B)`` of the N discriminators (params stacked on a leading axis), each on
@@ -198,7 +202,7 @@ class Objectives:
         """Fuse4Seg v1 pre-training: the autoencoder loss plus a GAN game per modality.
 
         Returns ``L_leader + L_disc`` built so that its gradient with respect to the leader is
-        that of ``L_leader = recon + 2 decomp + adversarial * sum_i G(D_i(rec_i))`` alone (the
+        that of ``L_leader = recon + pretrain_decomp * decomp + adversarial * sum_i G(D_i(rec_i))`` alone (the
         discriminators are stopped there) and with respect to the discriminators that of
         ``L_disc = sum_i BCE(D_i(M_i) real, D_i(rec_i) fake)`` alone (the reconstructions are
         stopped there): one forward pass, one gradient, simultaneous updates of both players.
@@ -216,6 +220,6 @@ class Objectives:
         n = images.shape[-1]
         generator = n * generator_loss(fooled_logits)
         discriminator = n * losses.discriminator_loss(real_logits, fake_logits)
-        leader_loss = terms["recon"] + 2.0 * terms["decomp"] + self.adversarial * generator
+        leader_loss = terms["recon"] + self.pretrain_decomp * terms["decomp"] + self.adversarial * generator
         aux = {**terms, "leader_loss": leader_loss, "generator": generator, "discriminator": discriminator}
         return leader_loss + discriminator, aux

@@ -83,6 +83,7 @@ class Trainer:
             discriminator=self.discriminator,
             adversarial=config.loss.adversarial,
             generator_form=config.loss.generator_form,
+            pretrain_decomp=config.loss.pretrain_decomp,
         )
         micro = int(config.batch.accumulation)
         obj = self.objectives
