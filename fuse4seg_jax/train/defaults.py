@@ -214,6 +214,7 @@ def baseline(c: ml_collections.ConfigDict, kind: str) -> ml_collections.ConfigDi
         c.stages.follower = follower_updates
         c.follower_input = c.eval_input = "fused"
         c.loss.pretrain_decomp = 0.0
+        c.loss.weights.decomp = c.loss.weights.grad = 0.0  # unused without a leader stage on them
     elif kind == "variant_a":
         c.loss.weights.decomp = c.loss.weights.grad = 0.0
     elif kind == "no_decomp":
