@@ -26,6 +26,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "train": ("train", "train leader and follower as a config says; evaluate; write the report"),
     "fuse": ("fuse", "fuse a BraTS case or folders of image pairs with a trained run"),
     "segment": ("segment", "segment a BraTS case with a trained run (NIfTI, BraTS labels)"),
+    "sweep": ("sweep", "rerun configs over seeds; one table of test Dice, mean ± std over seeds"),
     "export-brats-fuse": (
         "export_brats_fuse",
         "write the BraTS-Fuse benchmark: sources, truth and every 2/3/4-modality fusion as PNGs",
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     args.config_overrides = overrides
     os.environ.update(compilation_cache_env(os.environ))
     try:
-        if overrides and not hasattr(args, "config"):
+        if overrides and not (hasattr(args, "config") or hasattr(args, "configs")):
             raise ConfigError(f"{overrides[0]}: only verbs that take --config accept --config.* overrides")
         return int(importlib.import_module(f"fuse4seg_jax.commands.{args._module}").run(args) or 0)
     except Fuse4SegError as err:
