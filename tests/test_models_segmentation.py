@@ -8,7 +8,7 @@ from flax import nnx
 
 from fuse4seg_jax import models
 from fuse4seg_jax.errors import ConfigError
-from fuse4seg_jax.models.convnext_unet import ConvNeXtBlock
+from fuse4seg_jax.models.convnext_unet import ConvNeXtBlock, GlobalResponseNorm
 
 TINY = dict(widths=(4, 8), depths=(1, 1), bottleneck_heads=2)
 
@@ -103,6 +103,26 @@ def test_convnext_block_size_and_near_identity_at_init():
     x = jax.random.normal(jax.random.key(5), (1, 9, 9, c))
     # layer-scale 1e-6 makes every residual branch start close to zero.
     assert float(jnp.max(jnp.abs(jax.jit(pure.apply)(params, x) - x))) < 1e-4
+
+
+def test_convnext_v2_block_swaps_layer_scale_for_global_response_norm():
+    c = 4
+    v1 = models.count_params(models.split_module(ConvNeXtBlock(c, rngs=nnx.Rngs(0)))[1])
+    pure, params = models.split_module(ConvNeXtBlock(c, block="v2", rngs=nnx.Rngs(0)))
+    assert "layer_scale" not in params and set(params["grn"]) == {"gamma", "beta"}
+    assert models.count_params(params) == v1 - c + 2 * 4 * c  # GRN on the 4C hidden width
+    # GRN by hand on random values: x + gamma * x * g_c / (mean_c g + eps) + beta
+    grn = GlobalResponseNorm(3)
+    grn.gamma[...] = jnp.asarray([0.5, -1.0, 2.0])
+    grn.beta[...] = jnp.asarray([0.1, 0.0, -0.2])
+    x = np.random.default_rng(0).normal(size=(2, 4, 5, 3)).astype(np.float32)
+    g = np.sqrt((x.astype(np.float64) ** 2).sum(axis=(1, 2), keepdims=True))
+    expected = (
+        x + np.asarray([0.5, -1.0, 2.0]) * x * g / (g.mean(-1, keepdims=True) + 1e-6) + [0.1, 0.0, -0.2]
+    )
+    np.testing.assert_allclose(np.asarray(grn(jnp.asarray(x))), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ConfigError, match="block 'v3'"):
+        models.build("segmentation", "convnext_unet", rngs=nnx.Rngs(0), block="v3", **TINY)
 
 
 def test_gradients_stay_moderate_on_a_zero_background(tiny_rgb, cross_entropy_grad):
