@@ -15,7 +15,7 @@ from flax import nnx
 from fuse4seg_jax.errors import ConfigError
 from fuse4seg_jax.models import count_params, create, split_module
 from fuse4seg_jax.models.frequency_decoupled import FrequencyDecoupledFusion, min_max_per_image
-from fuse4seg_jax.models.inn import CouplingStack
+from fuse4seg_jax.models.inn import CouplingStack, haar_squeeze, haar_unsqueeze
 from fuse4seg_jax.models.restormer import MDTA, ChannelLayerNorm
 
 TINY = {
@@ -151,6 +151,38 @@ def test_coupling_inverse_recovers_input_float32():
     y = _apply(model, params, x)
     assert float(jnp.max(jnp.abs(y - x))) > 0.1
     np.testing.assert_allclose(_apply(model, params, y, method="inverse"), x, atol=2e-5)
+
+
+def test_haar_squeeze_is_the_orthonormal_2x2_haar_transform_and_inverts():
+    x = np.arange(2 * 4 * 6 * 3, dtype=np.float32).reshape(2, 4, 6, 3) ** 1.5 / 50
+    y = np.asarray(haar_squeeze(jnp.asarray(x)))
+    assert y.shape == (2, 2, 3, 12)
+    block = x[1, 2:4, 4:6, 2]  # the last 2 x 2 block of channel 2 of the second image
+    (a, b), (c, d) = block
+    hand = 0.5 * np.array([a + b + c + d, a - b + c - d, a + b - c - d, a - b - c + d])
+    np.testing.assert_allclose(y[1, 1, 2, 2::3], hand, rtol=1e-6)
+    # orthonormal: energy is kept, and the inverse gives the pixels back
+    np.testing.assert_allclose(np.sum(y**2), np.sum(x**2), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(haar_unsqueeze(jnp.asarray(y))), x, rtol=1e-6, atol=1e-6)
+
+
+def test_haar_coupling_inverts_and_the_haar_leader_rejects_odd_sizes():
+    model, params = split_module(CouplingStack(4, 1, haar=True, rngs=nnx.Rngs(0)))
+    assert params["layers"][0]["mix"]["kernel"].shape == (1, 1, 16, 16)  # couplings on 4C
+    x = _images((1, 6, 4, 4))
+    y = _apply(model, params, x)
+    assert y.shape == x.shape and float(jnp.max(jnp.abs(y - x))) > 0.1
+    np.testing.assert_allclose(_apply(model, params, y, method="inverse"), x, atol=2e-5)
+    leader, leader_params = create(
+        "fusion",
+        "frequency_decoupled",
+        key=jax.random.key(0),
+        num_modalities=2,
+        inn_haar=True,
+        **TINY["frequency_decoupled"],
+    )
+    with pytest.raises(ConfigError, match="even height and width"):
+        leader.apply(leader_params, _images((1, 6, 5, 2)))
 
 
 @slow

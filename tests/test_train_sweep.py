@@ -36,7 +36,7 @@ def test_a_bad_config_fails_before_any_run(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_a_sweep_trains_each_config_and_seed_once(tiny_overrides, tmp_path, capsys):
+def test_a_sweep_trains_each_config_and_seed_once(tiny_overrides, tmp_path, standard_promotion):
     out = tmp_path / "sweep"
     argv = ["sweep", "--configs", "configs/smoke.py", "--seeds", "0,1", "--out", str(out), "--no-progress"]
     with pytest.MonkeyPatch.context() as mp:

@@ -52,12 +52,15 @@ def check_sizes(num_modalities: int, dim: int, heads: int) -> None:
         raise ConfigError(f"dim must be even (the detail branch splits it in halves), got {dim}")
 
 
-def check_images(x: jax.Array, channels: int, min_size: int = 1) -> None:
-    """Raise :class:`ConfigError` unless ``x`` is ``(B, H, W, channels)``, ``H, W >= min_size``."""
+def check_images(x: jax.Array, channels: int, min_size: int = 1, even: bool = False) -> None:
+    """Raise :class:`ConfigError` unless ``x`` is ``(B, H, W, channels)``, ``H, W >= min_size``
+    (and even if ``even``)."""
     if x.ndim != 4 or x.shape[-1] != channels:
         raise ConfigError(f"expected images of shape (B, H, W, {channels}), got {x.shape}")
     if min(x.shape[1:3]) < min_size:
         raise ConfigError(f"images must be at least {min_size} x {min_size}, got {x.shape[1:3]}")
+    if even and (x.shape[1] % 2 or x.shape[2] % 2):
+        raise ConfigError(f"images must have an even height and width (Haar squeeze), got {x.shape[1:3]}")
 
 
 def fold_modalities(x: jax.Array) -> jax.Array:
@@ -72,11 +75,13 @@ class Encoder(nnx.Module):
     Call: ``x: (B, H, W, 1) -> (low, high)``, each ``(B, H, W, dim)``; ``H, W >= 2``.
     """
 
-    def __init__(self, dim: int, heads: int, blocks: int, inn_layers: int, *, rngs: nnx.Rngs):
+    def __init__(
+        self, dim: int, heads: int, blocks: int, inn_layers: int, *, inn_haar: bool = False, rngs: nnx.Rngs
+    ):
         self.embed = nnx.Conv(1, dim, (3, 3), use_bias=False, rngs=rngs)
         self.blocks = nnx.List([RestormerBlock(dim, heads, rngs=rngs) for _ in range(blocks)])
         self.low = base_block(dim, heads, rngs=rngs)
-        self.high = CouplingStack(dim, inn_layers, rngs=rngs)
+        self.high = CouplingStack(dim, inn_layers, haar=inn_haar, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         features = self.embed(x)
@@ -112,8 +117,22 @@ class Decoder(nnx.Module):
 @register(
     "fusion",
     "frequency_decoupled",
-    paper={"dim": 64, "heads": 8, "encoder_blocks": 4, "decoder_blocks": 4, "inn_layers": 3},
-    demo={"dim": 16, "heads": 2, "encoder_blocks": 1, "decoder_blocks": 1, "inn_layers": 1},
+    paper={
+        "dim": 64,
+        "heads": 8,
+        "encoder_blocks": 4,
+        "decoder_blocks": 4,
+        "inn_layers": 3,
+        "inn_haar": False,
+    },
+    demo={
+        "dim": 16,
+        "heads": 2,
+        "encoder_blocks": 1,
+        "decoder_blocks": 1,
+        "inn_layers": 1,
+        "inn_haar": False,
+    },
 )
 class FrequencyDecoupledFusion(nnx.Module):
     """Fuse N single-channel modalities through shared low/high-frequency features.
@@ -125,9 +144,12 @@ class FrequencyDecoupledFusion(nnx.Module):
         encoder_blocks: Restormer blocks before the two branches.
         decoder_blocks: Restormer blocks in the decoder.
         inn_layers: coupling layers of the encoder's detail branch; the fusion unit has 1.
+        inn_haar: squeeze the detail branch's couplings with a Haar wavelet (Fuse4Seg sec. 3.3.1's
+            text; off by default, as CDDFuse's code, whose parameters the default matches).
         rngs: parameter initialisation.
 
-    Spatial sizes: any ``H, W >= 2`` (the couplings reflect-pad by 1), odd or even.
+    Spatial sizes: any ``H, W >= 2`` (the couplings reflect-pad by 1), odd or even; even and
+    ``>= 4`` with ``inn_haar``.
     """
 
     def __init__(
@@ -139,11 +161,13 @@ class FrequencyDecoupledFusion(nnx.Module):
         encoder_blocks: int,
         decoder_blocks: int,
         inn_layers: int,
+        inn_haar: bool = False,
         rngs: nnx.Rngs,
     ):
         check_sizes(num_modalities, dim, heads)
         self.num_modalities = num_modalities
-        self.encoder = Encoder(dim, heads, encoder_blocks, inn_layers, rngs=rngs)
+        self.min_size = 4 if inn_haar else 2
+        self.encoder = Encoder(dim, heads, encoder_blocks, inn_layers, inn_haar=inn_haar, rngs=rngs)
         self.fuse_low = base_block(dim, heads, rngs=rngs)
         self.fuse_high = CouplingStack(dim, 1, rngs=rngs)
         self.decoder = Decoder(2 * dim, dim, heads, decoder_blocks, rngs=rngs)
@@ -158,7 +182,7 @@ class FrequencyDecoupledFusion(nnx.Module):
             ``fused: (B, H, W, 1)`` stretched to [0, 1] per image; ``low`` and ``high``:
             ``(N, B, H, W, dim)``, each modality's features (for the decomposition loss).
         """
-        check_images(x, self.num_modalities, min_size=2)
+        check_images(x, self.num_modalities, min_size=self.min_size, even=self.encoder.high.haar)
         b, h, w, n = x.shape
         low, high = self.encoder(fold_modalities(x))
         low = low.reshape(n, b, h, w, -1)
@@ -177,7 +201,7 @@ class FrequencyDecoupledFusion(nnx.Module):
         Returns:
             ``(low, high)``, each ``(B, H, W, dim)``.
         """
-        check_images(x, 1, min_size=2)
+        check_images(x, 1, min_size=self.min_size, even=self.encoder.high.haar)
         return self.encoder(x)
 
     def reconstruct(self, x: jax.Array) -> dict[str, jax.Array]:
@@ -204,7 +228,7 @@ class FrequencyDecoupledFusion(nnx.Module):
             ``images: (N, B, H, W, 1)`` and ``low, high: (N, B, H, W, dim)``, modality-major (the
             contract of every leader that supports pre-training).
         """
-        check_images(x, self.num_modalities, min_size=2)
+        check_images(x, self.num_modalities, min_size=self.min_size, even=self.encoder.high.haar)
         b, h, w, n = x.shape
         out = self.reconstruct(fold_modalities(x))
         return {

@@ -85,29 +85,60 @@ class AffineCoupling(nnx.Module):
         return tuple(jnp.split(x, 2, axis=-1))
 
 
+def haar_squeeze(x: jax.Array) -> jax.Array:
+    """The orthonormal 2-D Haar transform of each 2 x 2 block: ``(B, H, W, C) -> (B, H/2, W/2, 4C)``.
+
+    The channels are the four sub-bands, each ``C`` wide: the block's average (LL), then its
+    differences across columns (LH), across rows (HL) and along the diagonal (HH), each scaled by
+    1/2 so that the transform is orthonormal (and its own inverse, see :func:`haar_unsqueeze`).
+    ``H`` and ``W`` must be even.
+    """
+    a, b = x[:, 0::2, 0::2], x[:, 0::2, 1::2]
+    c, d = x[:, 1::2, 0::2], x[:, 1::2, 1::2]
+    return 0.5 * jnp.concatenate([a + b + c + d, a - b + c - d, a + b - c - d, a - b - c + d], axis=-1)
+
+
+def haar_unsqueeze(y: jax.Array) -> jax.Array:
+    """Undo :func:`haar_squeeze`: ``(B, H/2, W/2, 4C) -> (B, H, W, C)``."""
+    ll, lh, hl, hh = jnp.split(y, 4, axis=-1)
+    # the 4 x 4 Haar matrix is symmetric and orthogonal: the same sums give the pixels back
+    a, b = ll + lh + hl + hh, ll - lh + hl - hh
+    c, d = ll + lh - hl - hh, ll - lh - hl + hh
+    top = jnp.stack([a, b], axis=3).reshape(a.shape[0], a.shape[1], 2 * a.shape[2], -1)
+    bottom = jnp.stack([c, d], axis=3).reshape(top.shape)
+    return 0.5 * jnp.stack([top, bottom], axis=2).reshape(a.shape[0], 2 * a.shape[1], top.shape[2], -1)
+
+
 class CouplingStack(nnx.Module):
     """``layers`` affine couplings applied in turn on the two channel halves of ``x``.
 
     Arguments:
         dim: channels ``C`` (even).
         layers: number of coupling layers (3 in the encoder's detail branch, 1 as fusion unit).
+        haar: squeeze with :func:`haar_squeeze` before the couplings (which then work on ``4C``
+            channels at half resolution) and unsqueeze after, as Fuse4Seg's section 3.3.1
+            describes; CDDFuse's code has no squeeze (the default).
         rngs: parameter initialisation.
 
-    Call: ``x: (B, H, W, C) -> (B, H, W, C)``; needs ``H, W >= 2``.
+    Call: ``x: (B, H, W, C) -> (B, H, W, C)``; needs ``H, W >= 2`` (even and ``>= 4`` with ``haar``).
     """
 
-    def __init__(self, dim: int, layers: int, *, rngs: nnx.Rngs):
-        self.layers = nnx.List([AffineCoupling(dim, rngs=rngs) for _ in range(layers)])
+    def __init__(self, dim: int, layers: int, *, haar: bool = False, rngs: nnx.Rngs):
+        self.haar = haar
+        width = 4 * dim if haar else dim
+        self.layers = nnx.List([AffineCoupling(width, rngs=rngs) for _ in range(layers)])
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        z1, z2 = jnp.split(x, 2, axis=-1)
+        z1, z2 = jnp.split(haar_squeeze(x) if self.haar else x, 2, axis=-1)
         for layer in self.layers:
             z1, z2 = layer(z1, z2)
-        return jnp.concatenate([z1, z2], axis=-1)
+        y = jnp.concatenate([z1, z2], axis=-1)
+        return haar_unsqueeze(y) if self.haar else y
 
     def inverse(self, y: jax.Array) -> jax.Array:
         """Undo :meth:`__call__`: ``inverse(self(x)) == x`` up to float rounding."""
-        z1, z2 = jnp.split(y, 2, axis=-1)
+        z1, z2 = jnp.split(haar_squeeze(y) if self.haar else y, 2, axis=-1)
         for layer in reversed(self.layers):
             z1, z2 = layer.inverse(z1, z2)
-        return jnp.concatenate([z1, z2], axis=-1)
+        x = jnp.concatenate([z1, z2], axis=-1)
+        return haar_unsqueeze(x) if self.haar else x
