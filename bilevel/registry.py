@@ -20,6 +20,8 @@ from typing import Any
 from bilevel import linear_solve
 from bilevel.errors import SolverConfigError
 from bilevel.solvers import (
+    F2SA,
+    SOBA,
     FiniteDifference,
     FirstOrder,
     Implicit,
@@ -174,3 +176,5 @@ register_solver("implicit_fixed_point", ImplicitFixedPoint)
 register_solver("implicit_jaxopt", *implicit_with(linear_solve.JaxoptCG))
 register_solver("finite_difference", FiniteDifference)
 register_solver("joint", Joint)
+register_solver("f2sa", F2SA)
+register_solver("soba", SOBA)
