@@ -7,7 +7,7 @@ evaluates any solver at a point; :mod:`bilevel.closed_form` holds problems with 
 answers. Solvers compose: :class:`Implicit` takes any linear solver (:class:`CG`, :class:`Neumann`,
 :class:`JaxoptCG` or a user's callable, from zero or warm-started), and :func:`register_solver`
 makes a solver defined anywhere choosable by name. A solver may carry state from one outer step to
-the next (:meth:`Solver.init_state`; SOBA's linear-system solution, F2SA's penalised follower).
+the next (:meth:`Solver.init_state`; SOBA's linear-system solution, F2SA's and BOME's follower copies).
 :func:`extreme_eigenvalues` (Lanczos on Hessian-vector products) says whether the follower's
 Hessian is positive definite and how large it is. See ``docs/solvers.md``.
 This package knows nothing about images and never imports ``fuse4seg_jax``.
@@ -19,6 +19,7 @@ from bilevel.outer_loop import BilevelState, hypergradient, init, step
 from bilevel.problem import Problem
 from bilevel.registry import implicit_with, make_solver, register_solver, solver_names, solver_options
 from bilevel.solvers import (
+    BOME,
     DIAGNOSTIC_KEYS,
     F2SA,
     SOBA,
@@ -38,6 +39,7 @@ from bilevel.solvers import (
 from bilevel.spectrum import EigenEstimate, extreme_eigenvalues, inner_hessian_extremes
 
 __all__ = [
+    "BOME",
     "CG",
     "DIAGNOSTIC_KEYS",
     "F2SA",

@@ -20,6 +20,7 @@ from typing import Any
 from bilevel import linear_solve
 from bilevel.errors import SolverConfigError
 from bilevel.solvers import (
+    BOME,
     F2SA,
     SOBA,
     FiniteDifference,
@@ -178,3 +179,4 @@ register_solver("finite_difference", FiniteDifference)
 register_solver("joint", Joint)
 register_solver("f2sa", F2SA)
 register_solver("soba", SOBA)
+register_solver("bome", BOME)

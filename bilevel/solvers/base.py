@@ -99,6 +99,13 @@ def outer_terms(problem: Problem, inner: PyTree, outer: PyTree, batch: PyTree) -
     return OuterTerms(loss, aux, g_inner, g_outer)
 
 
+def outer_report(problem: Problem, inner: PyTree, outer: PyTree, batch: PyTree) -> OuterTerms:
+    """``F`` and its aux at ``(inner, outer)`` without gradients (``None``): what
+    :func:`solver_output` reports, for solvers that take ``F``'s gradients at another point."""
+    loss, aux = problem.outer_value(inner, outer, batch)
+    return OuterTerms(loss, aux, None, None)
+
+
 def solver_output(
     inner: PyTree,
     opt_state: PyTree,

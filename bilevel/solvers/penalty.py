@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from bilevel import inner_loop
 from bilevel.errors import require_non_negative, require_positive
 from bilevel.problem import Problem
-from bilevel.solvers.base import OuterTerms, Solver, SolverCall, SolverOutput, solver_output
+from bilevel.solvers.base import Solver, SolverCall, SolverOutput, outer_report, solver_output
 
 PyTree = Any
 
@@ -100,14 +100,12 @@ class F2SA(Solver):
             return big_f + lam.astype(gap.dtype) * gap, gap
 
         (_, gap), hypergrad = jax.value_and_grad(lagrangian, has_aux=True)(outer)
-        # Only the value and aux at the follower are reported; its gradients are not needed.
-        loss, aux = problem.outer_value(inner, outer, call.outer_batch)
         return solver_output(
             inner,
             opt_state,
             hypergrad,
             info,
-            OuterTerms(loss, aux, None, None),
+            outer_report(problem, inner, outer, call.outer_batch),
             residual=gap,
             solver_state=PenaltyState(y, y_opt_state, state.outer_steps + 1),
         )
