@@ -5,33 +5,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from test_bilevel_outer_loop import _play
 
 import bilevel
 from bilevel import closed_form
 
-STEP = jax.jit(bilevel.step, static_argnames=("problem", "solver", "inner_opt", "outer_opt"))
-
 
 def _rel_error(estimate, exact):
     return float(jnp.linalg.norm(estimate - exact) / jnp.linalg.norm(exact))
-
-
-def _play(cf, solver, inner_opt, outer_opt, steps, k):
-    """The outer loop on full batches from ``bilevel.init(..., solver=solver)``; the final state
-    and the last step's diagnostics."""
-    state = bilevel.init(cf.inner_init, cf.outer_init, inner_opt, outer_opt, solver=solver)
-    batches = cf.inner_batches(k)
-    for _ in range(steps):
-        state, diagnostics = STEP(
-            state,
-            batches,
-            cf.outer_batch,
-            problem=cf.problem,
-            solver=solver,
-            inner_opt=inner_opt,
-            outer_opt=outer_opt,
-        )
-    return state, diagnostics
 
 
 @pytest.mark.parametrize("name", ["implicit_cg_warm", "implicit_neumann_warm"])
@@ -77,12 +58,13 @@ def test_two_warm_started_iterations_per_step_reach_the_equilibrium(name, option
         cf = closed_form.quadratic()
         inner_opt, outer_opt = optax.sgd(0.6), optax.sgd(0.04)
         warm = bilevel.make_solver(name, tol=1e-14, **options)
-        state, diagnostics = _play(cf, warm, inner_opt, outer_opt, steps=400, k=2)
+        state, history = _play(cf, warm, 400, 2, inner_opt, outer_opt)
+        diagnostics = history[-1]
         np.testing.assert_allclose(state.outer_params, cf.equilibrium, atol=1e-6)
         assert 1 <= int(diagnostics["iterations"]) <= 2
         assert float(diagnostics["residual"]) <= 1e-6
         cold = bilevel.make_solver(name, tol=1e-14, warm_start=False, **options)
-        cold_state, _ = _play(cf, cold, inner_opt, outer_opt, steps=400, k=2)
+        cold_state, _ = _play(cf, cold, 400, 2, inner_opt, outer_opt)
         assert float(jnp.linalg.norm(cold_state.outer_params - cf.equilibrium)) > 1e-2
 
 
@@ -117,7 +99,7 @@ def test_f2sa_outer_loop_ends_within_c_over_lambda_of_the_equilibrium():
         inner_opt, outer_opt = optax.sgd(0.4), optax.sgd(0.3)
 
         def distance(solver):
-            state, _ = _play(cf, solver, inner_opt, outer_opt, steps=150, k=10)
+            state, _ = _play(cf, solver, 150, 10, inner_opt, outer_opt)
             return float(jnp.linalg.norm(state.outer_params - cf.equilibrium)), state
 
         scaled = [lam * distance(bilevel.F2SA(penalty=lam))[0] for lam in (10.0, 100.0, 1000.0)]
@@ -136,11 +118,9 @@ def test_bome_ends_within_a_distance_proportional_to_its_step():
         distances, gaps = [], []
         for step_size in (0.1, 0.01):
             solver = bilevel.BOME(step_size=step_size)
-            state, diagnostics = _play(
-                cf, solver, optax.sgd(0.4), optax.sgd(step_size), steps=int(30 / step_size), k=10
-            )
+            state, history = _play(cf, solver, int(30 / step_size), 10, optax.sgd(0.4), optax.sgd(step_size))
             distances.append(float(jnp.linalg.norm(state.outer_params - cf.equilibrium)) / step_size)
-            gaps.append(float(diagnostics["residual"]))
+            gaps.append(float(history[-1]["residual"]))
         np.testing.assert_allclose(distances, 0.48, rtol=0.15)
         assert 0 < gaps[1] < gaps[0] / 50
 

@@ -8,9 +8,9 @@ The train state is a plain dict of pytrees (as in big_vision):
     leader_opt / follower_opt / pretrain_opt   optax states
     discriminators / discriminator_opt         only with adversarial pre-training: the N
                                                discriminators' parameters stacked on axis 0
-    solver      only with a solver that carries state between outer steps (its non-empty
-                ``init_state``, e.g. a warm-started solve's solution): follower-shaped, so sharded
-                by the same rule, and checkpointed with the rest
+    solver      only with a solver that carries state between outer steps (a non-empty
+                ``init_state``: a warm-started solve's solution, a follower copy and its optimiser
+                state): shaped like the follower, so sharded by the same rule; checkpointed too
 
 Every step function is pure, jitted once with the state's shardings and donated buffers, and runs
 entirely on the devices: the K inner follower steps, the hypergradient's linear solve and the EMA
