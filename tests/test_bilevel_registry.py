@@ -28,6 +28,8 @@ def test_implicit_names_combine_the_linear_solvers_options_with_implicits():
     assert bilevel.make_solver("implicit_cg_warm", max_iter=5) == bilevel.Implicit(
         linear_solver=bilevel.CG(max_iter=5), warm_start=True
     )
+    with pytest.raises(bilevel.SolverConfigError, match="unknown default.* warm_strat"):
+        bilevel.implicit_with(bilevel.CG, warm_strat=True)
     assert bilevel.solver_options("unrolled") == {"scan_inner": False, "truncate": None, "remat": False}
     solver = bilevel.make_solver("implicit_neumann", step_size=0.2, max_iter=3, damping=0.5)
     assert solver == bilevel.Implicit(linear_solver=bilevel.Neumann(step_size=0.2, max_iter=3), damping=0.5)
