@@ -86,12 +86,8 @@ class F2SA(Solver):
             value = f + big_f / lam.astype(big_f.dtype)
             return (value, aux) if problem.has_aux else value
 
-        y_step = inner_loop.plain_step(
-            Problem(penalized_loss, problem.outer_loss, problem.has_aux), call.inner_opt
-        )
-        y, y_opt_state, _ = inner_loop.run(
-            y_step, state.penalized, state.opt_state, outer, call.inner_batches, scan=self.scan_inner
-        )
+        penalized = call._replace(problem=Problem(penalized_loss, problem.outer_loss, problem.has_aux))
+        y, y_opt_state, _ = self.inner_steps(penalized, state.penalized, state.opt_state, call.inner_batches)
         last = inner_loop.batch_at(call.inner_batches, -1)
 
         def lagrangian(x):

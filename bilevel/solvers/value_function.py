@@ -35,11 +35,12 @@ class BOME(Solver):
     the smallest correction of ``grad F`` that still decreases ``q`` at rate ``eta ||grad q||^2``
     (the paper's control-barrier form of the multiplier). The ``x`` part of ``direction`` is the
     hypergradient (the leader's optimiser applies it); ``y`` takes ``y - step_size * direction_y``.
-    At a point where ``y = z_K = inner*(x)`` both ``q`` and its gradient vanish and the direction
-    is ``grad F``; the method's fixed points are the value-function problem's KKT points, which are
-    the bi-level problem's stationary points when ``z_K`` is the exact best response. Where the
-    paper starts the inner loop is a choice: here ``z`` continues from the last outer step, as
-    every solver's follower does.
+    Where ``y = z_K = inner*(x)`` both ``q`` and its gradient vanish (the constraint is
+    degenerate on its feasible set) and the direction is ``grad F``, which is not zero at the
+    equilibrium: discrete steps circle it at a distance proportional to the step sizes (0.48 x
+    the step on the quadratic Stackelberg game, ``docs/solvers.md#bome``). Where the paper starts
+    the inner loop is a choice: here ``z`` continues from the last outer step, as every solver's
+    follower does.
 
     Diagnostics: ``outer_loss`` is ``F`` at ``z_K`` as for every solver; ``residual`` is the
     value-function gap ``q = f(y) - f(z_K)`` on the last inner batch (near 0 once ``y`` tracks the
