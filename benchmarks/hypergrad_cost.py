@@ -4,7 +4,9 @@ A small Fuse4Seg-shaped problem written inline with ``jax.lax.conv_general_dilat
 fuses N = 2 modalities into one image (two 3x3 convolutions), the follower segments the fused image
 into 4 classes (three convolutions); K = 5 follower steps (SGD, momentum 0.9) per outer step, outer
 Adam. All solvers are compiled first, then timed round-robin (median of ``--rounds`` rounds), so
-the ratios are measured side by side in one run. Memory is from
+the ratios are measured side by side in one run. Solvers that carry state between outer steps
+(warm-started implicit, SOBA, F2SA, BOME) step from their own ``bilevel.init(..., solver=...)``
+state; each timed call is one outer step from the same initial state. Memory is from
 ``jax.jit(step).lower(...).compile().memory_analysis()`` (see :func:`peak_mib`).
 "unrolled (jax.grad)" is the reference
 formulation, plain ``jax.grad`` through the K steps (reverse-over-reverse), for comparison with the
@@ -148,7 +150,6 @@ def main() -> None:
     args = parser.parse_args()
 
     follower, leader = init_params(jax.random.key(0))
-    state = bilevel.init(follower, leader, INNER_OPT, OUTER_OPT)
     inner_batches = make_batch(jax.random.key(1), (args.k,))
     outer_batch = make_batch(jax.random.key(2))
     solvers = {
@@ -160,12 +161,26 @@ def main() -> None:
         "implicit_neumann (10 it.)": bilevel.make_solver("implicit_neumann", max_iter=10),
         "implicit_fixed_point (10 it.)": bilevel.make_solver("implicit_fixed_point", max_iter=10),
         "implicit_jaxopt (10 it.)": bilevel.make_solver("implicit_jaxopt", max_iter=10),
+        "implicit_cg (2 it.)": bilevel.make_solver("implicit_cg", max_iter=2),
+        "implicit_cg_warm (2 it.)": bilevel.make_solver("implicit_cg_warm", max_iter=2),
+        "implicit_neumann_warm (2 it.)": bilevel.make_solver("implicit_neumann_warm", max_iter=2),
+        "soba": bilevel.make_solver("soba"),
+        "f2sa": bilevel.make_solver("f2sa"),
+        "bome": bilevel.make_solver("bome"),
         "finite_difference": bilevel.make_solver("finite_difference"),
         "joint": bilevel.make_solver("joint"),
     }
-    compiled = {name: compile_step(s, state, inner_batches, outer_batch) for name, s in solvers.items()}
+    states = {
+        name: bilevel.init(follower, leader, INNER_OPT, OUTER_OPT, solver=s) for name, s in solvers.items()
+    }
+    compiled = {
+        name: compile_step(s, states[name], inner_batches, outer_batch) for name, s in solvers.items()
+    }
     median = time_interleaved(
-        {name: (lambda fn=fn: fn(state, inner_batches, outer_batch)) for name, fn in compiled.items()},
+        {
+            name: (lambda fn=fn, state=states[name]: fn(state, inner_batches, outer_batch))
+            for name, fn in compiled.items()
+        },
         rounds=args.rounds,
     )
     memory = {name: peak_mib(fn) for name, fn in compiled.items()}
@@ -184,7 +199,7 @@ def main() -> None:
     for k in (1, 5, 20):
         batches = make_batch(jax.random.key(3), (k,))
         row = [
-            peak_mib(compile_step(bilevel.Unrolled(remat=remat), state, batches, outer_batch))
+            peak_mib(compile_step(bilevel.Unrolled(remat=remat), states["unrolled"], batches, outer_batch))
             for remat in (False, True)
         ]
         print(f"{k:4d} {row[0]:10.2f} {row[1]:10.2f}")

@@ -5,10 +5,11 @@ directly) runs the follower's K optimiser steps and returns the leader's hypergr
 diagnostics; :func:`init` / :func:`step` are the pure, jit-able outer loop; :func:`hypergradient`
 evaluates any solver at a point; :mod:`bilevel.closed_form` holds problems with closed-form
 answers. Solvers compose: :class:`Implicit` takes any linear solver (:class:`CG`, :class:`Neumann`,
-:class:`JaxoptCG` or a user's callable), and :func:`register_solver` makes a solver defined
-anywhere choosable by name. :func:`extreme_eigenvalues` (Lanczos on Hessian-vector products)
-says whether the follower's Hessian is positive definite and how large it is. See
-``docs/solvers.md``.
+:class:`JaxoptCG` or a user's callable, from zero or warm-started), and :func:`register_solver`
+makes a solver defined anywhere choosable by name. A solver may carry state from one outer step to
+the next (:meth:`Solver.init_state`; SOBA's linear-system solution, F2SA's and BOME's follower copies).
+:func:`extreme_eigenvalues` (Lanczos on Hessian-vector products) says whether the follower's
+Hessian is positive definite and how large it is. See ``docs/solvers.md``.
 This package knows nothing about images and never imports ``fuse4seg_jax``.
 """
 
@@ -18,7 +19,10 @@ from bilevel.outer_loop import BilevelState, hypergradient, init, step
 from bilevel.problem import Problem
 from bilevel.registry import implicit_with, make_solver, register_solver, solver_names, solver_options
 from bilevel.solvers import (
+    BOME,
     DIAGNOSTIC_KEYS,
+    F2SA,
+    SOBA,
     FiniteDifference,
     FirstOrder,
     Implicit,
@@ -35,8 +39,11 @@ from bilevel.solvers import (
 from bilevel.spectrum import EigenEstimate, extreme_eigenvalues, inner_hessian_extremes
 
 __all__ = [
+    "BOME",
     "CG",
     "DIAGNOSTIC_KEYS",
+    "F2SA",
+    "SOBA",
     "BilevelState",
     "EigenEstimate",
     "FiniteDifference",

@@ -40,7 +40,11 @@ class SolveResult(NamedTuple):
 
 
 class LinearSolver(Protocol):
-    """``(matvec, b) -> SolveResult`` for ``A x = b``, ``A`` given by ``matvec(u) = A u``."""
+    """``(matvec, b) -> SolveResult`` for ``A x = b``, ``A`` given by ``matvec(u) = A u``.
+
+    A solver that also takes ``x0=`` (an initial guess, ``b``'s structure; ``None``: zero) can be
+    warm-started (:class:`CG`, :class:`Neumann` and :class:`JaxoptCG` can).
+    """
 
     def __call__(self, matvec: LinearMap, b: PyTree, /) -> SolveResult: ...
 
@@ -87,8 +91,16 @@ def _relative(value: jax.Array, reference: jax.Array) -> jax.Array:
     return value / jnp.where(reference > 0, reference, jnp.ones_like(reference))
 
 
-def cg(matvec: LinearMap, b: PyTree, *, max_iter: int, tol: float, loop: str = "python") -> SolveResult:
-    """Conjugate gradient for ``A x = b`` with ``A`` symmetric positive definite, from ``x = 0``.
+def cg(
+    matvec: LinearMap,
+    b: PyTree,
+    *,
+    max_iter: int,
+    tol: float,
+    loop: str = "python",
+    x0: PyTree | None = None,
+) -> SolveResult:
+    """Conjugate gradient for ``A x = b`` with ``A`` symmetric positive definite, from ``x0``.
 
     Stops when the recursively updated residual satisfies ``||r|| <= tol * ||b||``. On an
     indefinite ``A`` (``p^T A p <= 0``) it stops and reports ``converged = False``.
@@ -99,6 +111,7 @@ def cg(matvec: LinearMap, b: PyTree, *, max_iter: int, tol: float, loop: str = "
         max_iter: the most iterations.
         tol: the relative residual to reach.
         loop: ``"python"`` or ``"while"`` (see the module docstring).
+        x0: the initial guess (``None``: zero, which saves one ``matvec``).
     """
     b_norm = tree.norm(b)
     zero = jnp.zeros_like(b_norm)
@@ -120,16 +133,24 @@ def cg(matvec: LinearMap, b: PyTree, *, max_iter: int, tol: float, loop: str = "
         _, _, _, rr, negative = state
         return jnp.logical_or(negative, jnp.sqrt(rr) <= tol * b_norm)
 
-    init = (tree.zeros_like(b), b, b, b_norm**2, zero > 0)
+    r0 = b if x0 is None else tree.sub(b, matvec(x0))
+    x0 = tree.zeros_like(b) if x0 is None else x0
+    init = (x0, r0, r0, tree.vdot(r0, r0), zero > 0)
     (x, _, _, rr, negative), k = iterate(body, init, done, max_iter, loop)
     converged = jnp.logical_and(jnp.logical_not(negative), jnp.sqrt(rr) <= tol * b_norm)
     return SolveResult(x, k, converged)
 
 
 def fixed_point(
-    linear_map: LinearMap, b: PyTree, *, max_iter: int, tol: float, loop: str = "python"
+    linear_map: LinearMap,
+    b: PyTree,
+    *,
+    max_iter: int,
+    tol: float,
+    loop: str = "python",
+    x0: PyTree | None = None,
 ) -> SolveResult:
-    """Iterate ``x <- T x + b`` from ``x = 0``, i.e. sum the Neumann series ``sum_j T^j b``.
+    """Iterate ``x <- T x + b`` from ``x0`` (default 0: the Neumann series ``sum_j T^j b``).
 
     Converges when the spectral radius of ``T`` is below one. Stops when the step
     ``||x_new - x|| <= tol * ||b||``.
@@ -137,7 +158,7 @@ def fixed_point(
     Arguments:
         linear_map: ``x -> T x`` on pytrees with ``b``'s structure.
         b: the constant term.
-        max_iter, tol, loop: as in :func:`cg`.
+        max_iter, tol, loop, x0: as in :func:`cg`.
     """
     b_norm = tree.norm(b)
 
@@ -149,7 +170,8 @@ def fixed_point(
     def done(state):
         return state[1] <= tol * b_norm
 
-    (x, change), k = iterate(body, (tree.zeros_like(b), b_norm), done, max_iter, loop)
+    start = tree.zeros_like(b) if x0 is None else x0
+    (x, change), k = iterate(body, (start, b_norm), done, max_iter, loop)
     return SolveResult(x, k, done((x, change)))
 
 
@@ -161,6 +183,7 @@ def neumann(
     max_iter: int,
     tol: float,
     loop: str = "python",
+    x0: PyTree | None = None,
 ) -> SolveResult:
     """Truncated Neumann series for ``A x = b``: ``x = a sum_j (I - a A)^j b``, ``a = step_size``.
 
@@ -169,7 +192,8 @@ def neumann(
     ``||r|| <= tol ||b||`` on the residual ``r = b - A x``.
 
     Arguments:
-        matvec, b, max_iter, tol, loop: as in :func:`cg`.
+        matvec, b, max_iter, tol, loop, x0: as in :func:`cg` (from ``x0`` the iteration is
+            Richardson's from there).
         step_size: ``a``.
     """
     return fixed_point(
@@ -178,18 +202,21 @@ def neumann(
         max_iter=max_iter,
         tol=tol,
         loop=loop,
+        x0=x0,
     )
 
 
-def jaxopt_cg(matvec: LinearMap, b: PyTree, *, max_iter: int, tol: float) -> SolveResult:
-    """``jaxopt.linear_solve.solve_cg`` (``jax.scipy``'s CG); it reports no iteration count.
+def jaxopt_cg(
+    matvec: LinearMap, b: PyTree, *, max_iter: int, tol: float, x0: PyTree | None = None
+) -> SolveResult:
+    """``jaxopt.linear_solve.solve_cg`` (``jax.scipy``'s CG) from ``x0``; it reports no iteration count.
 
     ``iterations`` is ``max_iter`` (an upper bound) and ``converged`` is always true: the implicit
     solver judges convergence from the true residual and ``tol``.
     """
     from jaxopt import linear_solve
 
-    x = linear_solve.solve_cg(matvec, b, tol=tol, maxiter=max_iter)
+    x = linear_solve.solve_cg(matvec, b, init=x0, tol=tol, maxiter=max_iter)
     return SolveResult(x, jnp.asarray(max_iter, jnp.int32), jnp.asarray(True))
 
 
@@ -226,8 +253,8 @@ class IterationOptions:
 class CG(IterationOptions):
     """Conjugate gradient (:func:`cg`) as a linear solver; options as :class:`IterationOptions`."""
 
-    def __call__(self, matvec: LinearMap, b: PyTree) -> SolveResult:
-        return cg(matvec, b, max_iter=self.max_iter, tol=self.tol, loop=self.solve_loop)
+    def __call__(self, matvec: LinearMap, b: PyTree, x0: PyTree | None = None) -> SolveResult:
+        return cg(matvec, b, max_iter=self.max_iter, tol=self.tol, loop=self.solve_loop, x0=x0)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -248,9 +275,15 @@ class Neumann(IterationOptions):
         super().__post_init__()
         require_positive("step_size", self.step_size)
 
-    def __call__(self, matvec: LinearMap, b: PyTree) -> SolveResult:
+    def __call__(self, matvec: LinearMap, b: PyTree, x0: PyTree | None = None) -> SolveResult:
         return neumann(
-            matvec, b, step_size=self.step_size, max_iter=self.max_iter, tol=self.tol, loop=self.solve_loop
+            matvec,
+            b,
+            step_size=self.step_size,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            loop=self.solve_loop,
+            x0=x0,
         )
 
 
@@ -272,5 +305,5 @@ class JaxoptCG:
         require_positive("max_iter", self.max_iter)
         require_positive("tol", self.tol)
 
-    def __call__(self, matvec: LinearMap, b: PyTree) -> SolveResult:
-        return jaxopt_cg(matvec, b, max_iter=self.max_iter, tol=self.tol)
+    def __call__(self, matvec: LinearMap, b: PyTree, x0: PyTree | None = None) -> SolveResult:
+        return jaxopt_cg(matvec, b, max_iter=self.max_iter, tol=self.tol, x0=x0)

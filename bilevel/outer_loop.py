@@ -24,13 +24,15 @@ PyTree = Any
 
 
 class BilevelState(NamedTuple):
-    """Everything the outer loop carries (a pytree); ``step`` counts outer steps (int32)."""
+    """Everything the outer loop carries (a pytree); ``step`` counts outer steps (int32);
+    ``solver_state`` is the solver's own (``()`` for a stateless solver)."""
 
     inner_params: PyTree
     outer_params: PyTree
     inner_opt_state: PyTree
     outer_opt_state: PyTree
     step: jax.Array
+    solver_state: PyTree = ()
 
 
 def init(
@@ -38,14 +40,27 @@ def init(
     outer_params: PyTree,
     inner_opt: optax.GradientTransformation,
     outer_opt: optax.GradientTransformation,
+    solver: Solver | None = None,
 ) -> BilevelState:
-    """Initial state: both optimisers initialised, ``step = 0``."""
+    """Initial state: both optimisers initialised, ``step = 0``.
+
+    Arguments:
+        inner_params, outer_params: the follower's and the leader's initial parameters.
+        inner_opt, outer_opt: their optimisers.
+        solver: the solver :func:`step` will use; its :meth:`~bilevel.Solver.init_state` fills
+            ``solver_state`` (``None``: ``()``, enough for every stateless solver).
+
+    Returns:
+        The state.
+    """
+    solver_state = () if solver is None else solver.init_state(inner_params, outer_params, inner_opt)
     return BilevelState(
         inner_params,
         outer_params,
         inner_opt.init(inner_params),
         outer_opt.init(outer_params),
         jnp.zeros((), jnp.int32),
+        solver_state,
     )
 
 
@@ -58,20 +73,30 @@ def hypergradient(
     inner_opt_state: PyTree,
     inner_batches: PyTree,
     outer_batch: PyTree,
+    solver_state: PyTree | None = None,
 ) -> SolverOutput:
     """The solver's output at a given point; updates nothing (to compare solvers at one point).
 
     Arguments:
         problem: the bi-level problem.
         solver: any solver.
-        inner_params, outer_params, inner_opt, inner_opt_state, inner_batches, outer_batch: as in
-            :meth:`bilevel.Solver.__call__`; ``inner_batches`` leaves have a leading axis K (the
-            number of inner steps).
+        inner_params, outer_params, inner_opt, inner_opt_state, inner_batches, outer_batch,
+            solver_state: as in :meth:`bilevel.Solver.__call__`; ``inner_batches`` leaves have a
+            leading axis K (the number of inner steps); ``solver_state=None`` is a fresh state.
 
     Returns:
         The solver's output.
     """
-    return solver(problem, inner_params, outer_params, inner_opt, inner_opt_state, inner_batches, outer_batch)
+    return solver(
+        problem,
+        inner_params,
+        outer_params,
+        inner_opt,
+        inner_opt_state,
+        inner_batches,
+        outer_batch,
+        solver_state,
+    )
 
 
 def step(
@@ -87,6 +112,7 @@ def step(
     """One outer step: the solver's K inner steps and hypergradient, then one ``outer_opt`` update.
 
     A ``failed`` step is still applied: the caller decides what to do with it.
+    ``state.solver_state`` goes to the solver and its output's state is carried on.
 
     Arguments:
         state: the outer loop's state.
@@ -98,7 +124,20 @@ def step(
         The new state and the solver's diagnostics (:data:`bilevel.DIAGNOSTIC_KEYS`); with
         ``problem.has_aux`` they also hold ``inner_aux`` and ``outer_aux``, the losses' aux outputs
         (the last inner step's, and the outer loss's at the new inner point).
+
+    Raises:
+        ValueError: ``state.solver_state`` does not have the structure of the solver's state (a
+            state built without ``bilevel.init(..., solver=solver)``).
     """
+    expected = jax.eval_shape(
+        lambda i, o: solver.init_state(i, o, inner_opt), state.inner_params, state.outer_params
+    )
+    if jax.tree.structure(expected) != jax.tree.structure(state.solver_state):
+        raise ValueError(
+            f"state.solver_state has structure {jax.tree.structure(state.solver_state)} but solver "
+            f"{type(solver).__name__} carries {jax.tree.structure(expected)}; build the state with "
+            "bilevel.init(..., solver=solver)"
+        )
     out = solver(
         problem,
         state.inner_params,
@@ -107,6 +146,7 @@ def step(
         state.inner_opt_state,
         inner_batches,
         outer_batch,
+        state.solver_state,
     )
     updates, outer_opt_state = outer_opt.update(out.hypergrad, state.outer_opt_state, state.outer_params)
     new_state = BilevelState(
@@ -115,6 +155,7 @@ def step(
         out.inner_opt_state,
         outer_opt_state,
         state.step + 1,
+        out.solver_state,
     )
     if problem.has_aux:
         return new_state, {**out.diagnostics, "inner_aux": out.inner_aux, "outer_aux": out.outer_aux}

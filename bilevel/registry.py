@@ -20,6 +20,9 @@ from typing import Any
 from bilevel import linear_solve
 from bilevel.errors import SolverConfigError
 from bilevel.solvers import (
+    BOME,
+    F2SA,
+    SOBA,
     FiniteDifference,
     FirstOrder,
     Implicit,
@@ -123,7 +126,7 @@ def _lookup(name: str) -> _Entry:
     return _REGISTRY[name]
 
 
-def implicit_with(linear_solver: type) -> tuple[Callable[..., Implicit], dict[str, Any]]:
+def implicit_with(linear_solver: type, **defaults: Any) -> tuple[Callable[..., Implicit], dict[str, Any]]:
     """A factory of :class:`~bilevel.Implicit` over a linear solver class, and its options.
 
     The options are the linear solver's dataclass fields followed by ``Implicit``'s own (all but
@@ -133,12 +136,14 @@ def implicit_with(linear_solver: type) -> tuple[Callable[..., Implicit], dict[st
     Arguments:
         linear_solver: a dataclass whose instances are linear solvers (``(matvec, b) ->
             SolveResult``), every field with a default.
+        defaults: options whose default differs from the field's (``warm_start=True``).
 
     Returns:
         ``(factory, {option: default})``.
 
     Raises:
-        SolverConfigError: a field of ``linear_solver`` has the name of an option of ``Implicit``.
+        SolverConfigError: a field of ``linear_solver`` has the name of an option of ``Implicit``,
+            or a key of ``defaults`` is no option.
     """
     own = dataclass_options(Implicit, exclude=("linear_solver",))
     routed = dataclass_options(linear_solver)
@@ -148,11 +153,17 @@ def implicit_with(linear_solver: type) -> tuple[Callable[..., Implicit], dict[st
             f"linear solver {linear_solver.__name__} has option(s) {', '.join(clash)} of Implicit itself"
         )
 
-    def factory(**options: Any) -> Implicit:
-        solver_options = {k: options.pop(k) for k in list(options) if k in routed}
-        return Implicit(linear_solver=linear_solver(**solver_options), **options)
+    options = {**routed, **own}
+    unknown = sorted(set(defaults) - set(options))
+    if unknown:
+        raise SolverConfigError(f"unknown default(s) {', '.join(unknown)}; options: {', '.join(options)}")
 
-    return factory, {**routed, **own}
+    def factory(**chosen: Any) -> Implicit:
+        chosen = {**defaults, **chosen}
+        solver_options = {k: chosen.pop(k) for k in list(chosen) if k in routed}
+        return Implicit(linear_solver=linear_solver(**solver_options), **chosen)
+
+    return factory, {**options, **defaults}
 
 
 register_solver("first_order", FirstOrder)
@@ -160,7 +171,12 @@ register_solver("unrolled", Unrolled)
 register_solver("unrolled_forward", UnrolledForward)
 register_solver("implicit_cg", *implicit_with(linear_solve.CG))
 register_solver("implicit_neumann", *implicit_with(linear_solve.Neumann))
+register_solver("implicit_cg_warm", *implicit_with(linear_solve.CG, warm_start=True, max_iter=2))
+register_solver("implicit_neumann_warm", *implicit_with(linear_solve.Neumann, warm_start=True, max_iter=2))
 register_solver("implicit_fixed_point", ImplicitFixedPoint)
 register_solver("implicit_jaxopt", *implicit_with(linear_solve.JaxoptCG))
 register_solver("finite_difference", FiniteDifference)
 register_solver("joint", Joint)
+register_solver("f2sa", F2SA)
+register_solver("soba", SOBA)
+register_solver("bome", BOME)

@@ -96,7 +96,13 @@ def test_a_registered_linear_solver_takes_its_options_by_name():
         "scan_inner": False,
         "damping": 0.0,
         "hessian_batch": "last",
+        "warm_start": False,
     }
+    # it takes no initial guess, so it cannot be warm-started, and the error says why
+    with pytest.raises(
+        bilevel.SolverConfigError, match="warm_start=True needs a linear solver that takes x0"
+    ):
+        bilevel.make_solver("test_implicit_steepest_descent", warm_start=True)
     with jax.enable_x64(True):
         cf = closed_form.ridge(per_feature=True)
         exact = cf.hypergradient(cf.outer_init)

@@ -15,9 +15,10 @@ OUTER_OPT = optax.sgd(0.3)
 STEP = jax.jit(bilevel.step, static_argnames=("problem", "solver", "inner_opt", "outer_opt"))
 
 
-def _play(cf, solver, steps, k):
-    """Run the outer loop; return the final state and the diagnostics of every step."""
-    state = bilevel.init(cf.inner_init, cf.outer_init, INNER_OPT, OUTER_OPT)
+def _play(cf, solver, steps, k, inner_opt=INNER_OPT, outer_opt=OUTER_OPT):
+    """Run the outer loop on full batches from ``bilevel.init(..., solver=solver)``; return the
+    final state and the diagnostics of every step."""
+    state = bilevel.init(cf.inner_init, cf.outer_init, inner_opt, outer_opt, solver=solver)
     batches, history = cf.inner_batches(k), []
     for _ in range(steps):
         state, diagnostics = STEP(
@@ -26,8 +27,8 @@ def _play(cf, solver, steps, k):
             cf.outer_batch,
             problem=cf.problem,
             solver=solver,
-            inner_opt=INNER_OPT,
-            outer_opt=OUTER_OPT,
+            inner_opt=inner_opt,
+            outer_opt=outer_opt,
         )
         history.append(diagnostics)
     return state, history

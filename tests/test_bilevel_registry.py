@@ -15,12 +15,21 @@ def test_every_name_builds_a_hashable_solver():
 
 
 def test_implicit_names_combine_the_linear_solvers_options_with_implicits():
-    implicit = {"scan_inner": False, "damping": 0.0, "hessian_batch": "last"}
+    ift = {"scan_inner": False, "damping": 0.0, "hessian_batch": "last"}
+    implicit = {**ift, "warm_start": False}
     iterative = {"max_iter": 10, "tol": 1e-6, "solve_loop": "python"}
     assert bilevel.solver_options("implicit_cg") == {**iterative, **implicit}
     assert bilevel.solver_options("implicit_neumann") == {"step_size": 0.01, **iterative, **implicit}
-    assert bilevel.solver_options("implicit_fixed_point") == {**iterative, **implicit}
+    assert bilevel.solver_options("implicit_fixed_point") == {**iterative, **ift}
     assert bilevel.solver_options("implicit_jaxopt") == {"max_iter": 10, "tol": 1e-6, **implicit}
+    # the warm-started names are the same options with other defaults
+    warm = {**iterative, **implicit, "max_iter": 2, "warm_start": True}
+    assert bilevel.solver_options("implicit_cg_warm") == warm
+    assert bilevel.make_solver("implicit_cg_warm", max_iter=5) == bilevel.Implicit(
+        linear_solver=bilevel.CG(max_iter=5), warm_start=True
+    )
+    with pytest.raises(bilevel.SolverConfigError, match="unknown default.* warm_strat"):
+        bilevel.implicit_with(bilevel.CG, warm_strat=True)
     assert bilevel.solver_options("unrolled") == {"scan_inner": False, "truncate": None, "remat": False}
     solver = bilevel.make_solver("implicit_neumann", step_size=0.2, max_iter=3, damping=0.5)
     assert solver == bilevel.Implicit(linear_solver=bilevel.Neumann(step_size=0.2, max_iter=3), damping=0.5)
@@ -65,6 +74,7 @@ def test_unknown_option_lists_the_valid_options():
         ("implicit_fixed_point", {"tol": -1.0}, "tol must be positive"),
         ("implicit_fixed_point", {"solve_loop": "scan"}, "solve_loop='scan' is not one of python, while"),
         ("implicit_jaxopt", {"max_iter": 0}, "max_iter must be positive"),
+        ("implicit_neumann_warm", {"step_size": -1.0}, "step_size must be positive"),
         ("unrolled", {"truncate": 0}, "truncate must be positive"),
         ("finite_difference", {"eps_scale": 0.0}, "eps_scale must be positive"),
     ],

@@ -97,6 +97,25 @@ def test_resume_reproduces_the_uninterrupted_run(trained_run, tmp_path):
     )
 
 
+@pytest.mark.slow
+def test_a_solvers_state_is_checkpointed_and_resumed(trained_run, tiny_trainer, tmp_path):
+    # stateless solvers leave the train state as it was
+    assert "solver" not in trained_run[0].init_state()
+    # F2SA carries a follower copy and its optimiser state: the cheapest stateful step to compile
+    trainer = tiny_trainer("--config.bilevel.solver=f2sa")
+    state = trainer.init_state()
+    assert jax.tree.map(jnp.shape, state["solver"].penalized) == jax.tree.map(jnp.shape, state["follower"])
+    config = trainer.config
+    run_training(config, tmp_path / "a", progress=False, trainer=trainer)
+    # stopped (and checkpointed) after the first of the two bi-level steps (5 and 6), then resumed:
+    # step 6 starts from the restored copy, so a lost or stale copy would change its numbers
+    run_training(config, tmp_path / "b", progress=False, stop_after=5, trainer=trainer)
+    run_training(config, tmp_path / "b", resume=True, progress=False, trainer=trainer)
+    resumed = read_metrics(tmp_path / "b" / "metrics.jsonl")
+    assert read_metrics(tmp_path / "a" / "metrics.jsonl") == resumed
+    assert resumed[-1]["step"] == 6 and resumed[-1]["residual"] != 0
+
+
 def test_resume_survives_a_damaged_checkpoint_and_a_killed_writer(
     trained_run, tiny_overrides, tmp_path, capsys
 ):

@@ -9,10 +9,16 @@ from bilevel.solvers.first_order import FirstOrder
 from bilevel.solvers.fixed_point import ImplicitFixedPoint
 from bilevel.solvers.implicit import IFTSolver, Implicit
 from bilevel.solvers.joint import Joint
+from bilevel.solvers.penalty import F2SA
+from bilevel.solvers.single_loop import SOBA
 from bilevel.solvers.unrolled import Unrolled, UnrolledForward
+from bilevel.solvers.value_function import BOME
 
 __all__ = [
+    "BOME",
     "DIAGNOSTIC_KEYS",
+    "F2SA",
+    "SOBA",
     "FiniteDifference",
     "FirstOrder",
     "IFTSolver",

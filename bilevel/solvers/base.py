@@ -1,7 +1,7 @@
 """What every hypergradient solver shares: the call, the output, the diagnostics, the K inner steps.
 
 ``solver(problem, inner_params, outer_params, inner_opt, inner_opt_state, inner_batches,
-outer_batch) -> SolverOutput``. Every solver runs the follower's K optimiser steps (one per
+outer_batch, solver_state=None) -> SolverOutput``. Every solver runs the follower's K optimiser steps (one per
 leading-axis entry of ``inner_batches``, leader frozen) from ``inner_params`` to ``inner_K`` and
 returns ``inner_K``, the optimiser state and the leader's hypergradient there; solvers differ only
 in how they approximate ``d/d outer F(inner*(outer), outer)`` (``docs/solvers.md#the-solvers``).
@@ -9,6 +9,12 @@ in how they approximate ``d/d outer F(inner*(outer), outer)`` (``docs/solvers.md
 A new solver is a frozen dataclass over :class:`Solver` that implements :meth:`Solver.solve` on
 the packed :class:`SolverCall`, usually as :meth:`Solver.follow` (the K steps and the outer loss's
 gradients at ``inner_K``) and then :func:`solver_output` (``docs/solvers.md#how-to-add-a-solver``).
+
+Solver state: a solver may carry a pytree from one outer step to the next (a warm-started linear
+solve's solution, a second copy of the follower). :meth:`Solver.init_state` makes the first one
+(``()`` for the stateless solvers), the call takes it as ``solver_state`` and the output returns
+the next one; :func:`bilevel.step` threads it through :class:`bilevel.BilevelState`
+(``docs/solvers.md#solver-state``).
 
 Diagnostics (:data:`DIAGNOSTIC_KEYS`, identical for all solvers, scalar arrays):
 ``inner_loss`` and ``inner_grad_norm`` (of the last inner step, before its update), ``outer_loss``
@@ -50,7 +56,8 @@ class SolverOutput(NamedTuple):
     ``inner_params`` and ``inner_opt_state``: the follower after its K steps; ``hypergrad``: the
     leader's hypergradient (``outer_params``' structure); ``diagnostics``: ``{key: scalar array}``
     with the keys :data:`DIAGNOSTIC_KEYS`; ``inner_aux``: aux of the last inner step;
-    ``outer_aux``: aux of the outer loss at ``inner_K`` (both ``None`` unless ``Problem.has_aux``).
+    ``outer_aux``: aux of the outer loss at ``inner_K`` (both ``None`` unless ``Problem.has_aux``);
+    ``solver_state``: the state for the next outer step (``()`` for a stateless solver).
     """
 
     inner_params: PyTree
@@ -59,6 +66,7 @@ class SolverOutput(NamedTuple):
     diagnostics: dict[str, jax.Array]
     inner_aux: Any = None
     outer_aux: Any = None
+    solver_state: PyTree = ()
 
 
 class SolverCall(NamedTuple):
@@ -71,6 +79,7 @@ class SolverCall(NamedTuple):
     inner_opt_state: PyTree
     inner_batches: PyTree
     outer_batch: PyTree
+    solver_state: PyTree = ()
 
 
 class OuterTerms(NamedTuple):
@@ -90,6 +99,13 @@ def outer_terms(problem: Problem, inner: PyTree, outer: PyTree, batch: PyTree) -
     return OuterTerms(loss, aux, g_inner, g_outer)
 
 
+def outer_report(problem: Problem, inner: PyTree, outer: PyTree, batch: PyTree) -> OuterTerms:
+    """``F`` and its aux at ``(inner, outer)`` without gradients (``None``): what
+    :func:`solver_output` reports, for solvers that take ``F``'s gradients at another point."""
+    loss, aux = problem.outer_value(inner, outer, batch)
+    return OuterTerms(loss, aux, None, None)
+
+
 def solver_output(
     inner: PyTree,
     opt_state: PyTree,
@@ -100,6 +116,7 @@ def solver_output(
     residual: jax.Array | float = 0.0,
     iterations: jax.Array | int = 0,
     converged: jax.Array | bool = True,
+    solver_state: PyTree = (),
 ) -> SolverOutput:
     """Assemble a :class:`SolverOutput` with the uniform diagnostics.
 
@@ -111,6 +128,7 @@ def solver_output(
         residual: the linear solve's relative residual (0 where there is none).
         iterations: solve iterations, or steps differentiated.
         converged: the solve's verdict; ``failed`` is its negation or any non-finite output.
+        solver_state: the state for the next outer step (``()`` for a stateless solver).
 
     Returns:
         The output, diagnostics cast to the outer loss's dtype (``iterations`` int32, ``failed``
@@ -128,7 +146,7 @@ def solver_output(
         "iterations": jnp.asarray(iterations, jnp.int32),
         "failed": jnp.logical_not(jnp.logical_and(jnp.asarray(converged), finite)),
     }
-    return SolverOutput(inner, opt_state, hypergrad, diagnostics, info.aux, outer.aux)
+    return SolverOutput(inner, opt_state, hypergrad, diagnostics, info.aux, outer.aux, solver_state)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -152,6 +170,7 @@ class Solver(abc.ABC):
         inner_opt_state: PyTree,
         inner_batches: PyTree,
         outer_batch: PyTree,
+        solver_state: PyTree | None = None,
     ) -> SolverOutput:
         """K inner steps, then the hypergradient at the new inner point.
 
@@ -161,10 +180,14 @@ class Solver(abc.ABC):
             inner_opt, inner_opt_state: the follower's optimiser and its state.
             inner_batches: K inner batches stacked on a leading axis (every leaf ``(K, ...)``).
             outer_batch: the batch of the outer loss.
+            solver_state: the solver's state from the previous outer step; ``None``: a fresh one
+                (:meth:`init_state`).
 
         Returns:
-            The follower after K steps, the hypergradient and the diagnostics.
+            The follower after K steps, the hypergradient, the diagnostics and the next state.
         """
+        if solver_state is None:
+            solver_state = self.init_state(inner_params, outer_params, inner_opt)
         return self.solve(
             SolverCall(
                 problem,
@@ -174,8 +197,25 @@ class Solver(abc.ABC):
                 inner_opt_state,
                 inner_batches,
                 outer_batch,
+                solver_state,
             )
         )
+
+    def init_state(
+        self, inner_params: PyTree, outer_params: PyTree, inner_opt: optax.GradientTransformation
+    ) -> PyTree:
+        """The solver's state before the first outer step; ``()``: the solver keeps none.
+
+        Arguments:
+            inner_params, outer_params: the follower's and the leader's initial parameters.
+            inner_opt: the follower's optimiser (for a solver that steps its own follower copy).
+
+        Returns:
+            A pytree of arrays (its own buffers, never aliasing the arguments' leaves, so the
+            outer state can be donated).
+        """
+        del inner_params, outer_params, inner_opt
+        return ()
 
     @abc.abstractmethod
     def solve(self, call: SolverCall) -> SolverOutput:

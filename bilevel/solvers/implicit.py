@@ -2,21 +2,24 @@
 
 :class:`IFTSolver` holds what every implicit solver shares (the follower's K steps, the curvature
 problem chosen by ``hessian_batch``, damping, the diagnostics); :class:`Implicit` solves with the
-inner Hessian through any linear solver object (:mod:`bilevel.linear_solve`).
-See ``docs/solvers.md#implicit-differentiation``.
+inner Hessian through any linear solver object (:mod:`bilevel.linear_solve`), from zero or
+warm-started from the previous outer step's solution.
+See ``docs/solvers.md#implicit-differentiation`` and ``docs/solvers.md#warm-started-implicit``.
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
+import inspect
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from bilevel import curvature, inner_loop, linear_solve, tree
-from bilevel.errors import require_non_negative, require_one_of
+from bilevel.errors import SolverConfigError, require_non_negative, require_one_of
 from bilevel.problem import Problem
 from bilevel.solvers.base import Solver, SolverCall, SolverOutput, solver_output
 
@@ -26,12 +29,14 @@ HESSIAN_BATCHES = ("last", "mean")
 
 class MixedTerm(NamedTuple):
     """The implicit correction ``mixed`` (subtracted from ``dF/d outer``) and how its solve went:
-    ``residual`` (true relative residual), ``iterations``, ``converged``."""
+    ``residual`` (true relative residual), ``iterations``, ``converged``; ``state``: the solver
+    state for the next outer step (``()`` for a stateless solver)."""
 
     mixed: PyTree
     residual: jax.Array
     iterations: jax.Array
     converged: jax.Array
+    state: PyTree = ()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -75,6 +80,7 @@ class IFTSolver(Solver):
             residual=term.residual,
             iterations=term.iterations,
             converged=term.converged,
+            solver_state=term.state,
         )
 
     @abc.abstractmethod
@@ -84,7 +90,7 @@ class IFTSolver(Solver):
         """The correction at ``(inner, opt_state)`` (the follower after K steps).
 
         Arguments:
-            call: the packed call (leader's parameters, inner optimiser).
+            call: the packed call (leader's parameters, inner optimiser, solver state).
             problem, batch: whose inner loss defines the curvature (``hessian_batch``).
             inner, opt_state: the follower after its K steps.
             b: ``dF/d inner`` at ``inner``.
@@ -100,14 +106,41 @@ class Implicit(IFTSolver):
     the same forward-over-reverse pass as ``M x``; ``failed`` when the linear solver reports no
     convergence, or when it has a ``tol`` and the true residual exceeds it.
 
+    With ``warm_start`` the solver state is the last solution ``x`` (zero before the first step)
+    and each solve starts there, so a few iterations per outer step refine one solution carried
+    along the outer loop (warm-started CG or Neumann, the linear-system part of AmIGO: Arbel and
+    Mairal, "Amortized implicit differentiation for stochastic bilevel optimization", 2022).
+    Iterated to convergence it gives the cold solve's answer; with a fixed ``max_iter`` it is
+    exact only in the limit of the outer loop, and ``failed`` marks the steps whose residual is
+    still above ``tol``.
+
     Arguments:
         linear_solver: ``(matvec, b) -> SolveResult``, hashable: :class:`~bilevel.CG`,
             :class:`~bilevel.Neumann`, :class:`~bilevel.JaxoptCG` or a user's module-level function
             or frozen dataclass (``docs/solvers.md#how-to-add-a-linear-solver``).
+        warm_start: start each solve from the previous outer step's solution (the linear solver
+            must take ``x0=``, as the built-in ones do).
         damping, hessian_batch, scan_inner: as in :class:`IFTSolver` and :class:`~bilevel.Solver`.
+
+    Raises:
+        SolverConfigError: an option out of range, or ``warm_start`` with a linear solver that
+            takes no ``x0``.
     """
 
     linear_solver: linear_solve.LinearSolver = linear_solve.CG()
+    warm_start: bool = False
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.warm_start and "x0" not in inspect.signature(self.linear_solver).parameters:
+            raise SolverConfigError(
+                f"solver option warm_start=True needs a linear solver that takes x0=, and "
+                f"{self.linear_solver!r} does not"
+            )
+
+    def init_state(self, inner_params, outer_params, inner_opt):
+        """Zeros shaped like the follower (the first solve's start) with ``warm_start``, else ``()``."""
+        return tree.zeros_like(inner_params) if self.warm_start else ()
 
     def mixed_term(self, call, problem, batch, inner, opt_state, b) -> MixedTerm:
         outer = call.outer_params
@@ -118,12 +151,17 @@ class Implicit(IFTSolver):
         def matvec(u):
             return tree.axpy(self.damping, u, curvature.hvp(loss, inner, outer, u))
 
-        result = self.linear_solver(matvec, b)
+        solve = (
+            functools.partial(self.linear_solver, x0=call.solver_state)
+            if self.warm_start
+            else self.linear_solver
+        )
+        result = solve(matvec, b)
         _, hx, mixed = curvature.gradient_products(loss, inner, outer, result.x)
         residual = linear_solve.relative_residual(tree.axpy(self.damping, result.x, hx), b)
         tol = getattr(self.linear_solver, "tol", None)
         converged = result.converged if tol is None else jnp.logical_and(result.converged, residual <= tol)
-        return MixedTerm(mixed, residual, result.iterations, converged)
+        return MixedTerm(mixed, residual, result.iterations, converged, result.x if self.warm_start else ())
 
 
 def _mean_inner_loss(problem: Problem):

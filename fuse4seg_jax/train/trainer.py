@@ -8,6 +8,9 @@ The train state is a plain dict of pytrees (as in big_vision):
     leader_opt / follower_opt / pretrain_opt   optax states
     discriminators / discriminator_opt         only with adversarial pre-training: the N
                                                discriminators' parameters stacked on axis 0
+    solver      only with a solver that carries state between outer steps (a non-empty
+                ``init_state``: a warm-started solve's solution, a follower copy and its optimiser
+                state): shaped like the follower, so sharded by the same rule; checkpointed too
 
 Every step function is pure, jitted once with the state's shardings and donated buffers, and runs
 entirely on the devices: the K inner follower steps, the hypergradient's linear solve and the EMA
@@ -144,6 +147,9 @@ class Trainer:
             "follower_opt": self.follower_opt.init(follower),
             "pretrain_opt": self.pretrain_opt.init(leader),
         }
+        solver_state = self.solver.init_state(follower, leader, self.follower_opt)
+        if jax.tree.leaves(solver_state):  # stateless solvers keep the state (and checkpoints) as before
+            state["solver"] = solver_state
         if self.adversarial:
             state["discriminators"] = discriminators
             state["discriminator_opt"] = self.discriminator_opt.init(discriminators)
@@ -216,6 +222,7 @@ class Trainer:
             inner_opt_state=state["follower_opt"],
             outer_opt_state=state["leader_opt"],
             step=state["step"],
+            solver_state=state.get("solver", ()),
         )
         bstate, diag = bilevel.step(
             bstate,
@@ -235,6 +242,8 @@ class Trainer:
             leader_opt=bstate.outer_opt_state,
             ema=self._ema(state["ema"], bstate.outer_params, self.config.bilevel.ema),
         )
+        if "solver" in state:
+            new["solver"] = bstate.solver_state
         outer_terms = diag.pop("outer_aux")  # seg on D_val, decomp, grad, recon
         diag.pop("inner_aux")  # its seg loss is diag["inner_loss"]
         return new, {"loss": diag["outer_loss"], **diag, **outer_terms}
