@@ -13,7 +13,7 @@ This package knows nothing about images and never imports ``fuse4seg_jax``.
 """
 
 from bilevel.errors import SolverConfigError
-from bilevel.linear_solve import CG, JaxoptCG, LinearSolver, Neumann, SolveResult
+from bilevel.linear_solve import CG, REASONS, JaxoptCG, LinearSolver, Neumann, SolveResult
 from bilevel.outer_loop import BilevelState, hypergradient, init, step
 from bilevel.problem import Problem
 from bilevel.registry import implicit_with, make_solver, register_solver, solver_names, solver_options
@@ -49,6 +49,7 @@ __all__ = [
     "Neumann",
     "OuterTerms",
     "Problem",
+    "REASONS",
     "Solver",
     "SolverCall",
     "SolverConfigError",

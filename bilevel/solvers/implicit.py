@@ -26,12 +26,14 @@ HESSIAN_BATCHES = ("last", "mean")
 
 class MixedTerm(NamedTuple):
     """The implicit correction ``mixed`` (subtracted from ``dF/d outer``) and how its solve went:
-    ``residual`` (true relative residual), ``iterations``, ``converged``."""
+    ``residual`` (true relative residual), ``iterations``, ``converged`` and ``reason`` (why not,
+    a code of :data:`bilevel.linear_solve.REASONS`; ``None`` reads as the iteration limit)."""
 
     mixed: PyTree
     residual: jax.Array
     iterations: jax.Array
     converged: jax.Array
+    reason: jax.Array | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -75,6 +77,7 @@ class IFTSolver(Solver):
             residual=term.residual,
             iterations=term.iterations,
             converged=term.converged,
+            reason=term.reason,
         )
 
     @abc.abstractmethod
@@ -98,7 +101,9 @@ class Implicit(IFTSolver):
 
     ``residual`` is the true relative residual ``||(H + damping I) x - b|| / ||b||``, computed in
     the same forward-over-reverse pass as ``M x``; ``failed`` when the linear solver reports no
-    convergence, or when it has a ``tol`` and the true residual exceeds it.
+    convergence, when it has a ``tol`` and the true residual exceeds it, or when the answer has
+    ``x^T (H + damping I) x <= 0`` (the matrix is not positive definite, as every built-in linear
+    solver assumes); ``reason`` says which (``docs/solvers.md#why-a-hypergradient-failed``).
 
     Arguments:
         linear_solver: ``(matvec, b) -> SolveResult``, hashable: :class:`~bilevel.CG`,
@@ -120,10 +125,15 @@ class Implicit(IFTSolver):
 
         result = self.linear_solver(matvec, b)
         _, hx, mixed = curvature.gradient_products(loss, inner, outer, result.x)
-        residual = linear_solve.relative_residual(tree.axpy(self.damping, result.x, hx), b)
-        tol = getattr(self.linear_solver, "tol", None)
-        converged = result.converged if tol is None else jnp.logical_and(result.converged, residual <= tol)
-        return MixedTerm(mixed, residual, result.iterations, converged)
+        ax = tree.axpy(self.damping, result.x, hx)
+        residual = linear_solve.relative_residual(ax, b)
+        # CG's own guard sees only its search directions; this one sees any solver's answer, at
+        # no cost (A x is at hand), and overrides an iteration limit it explains.
+        indefinite = jnp.logical_and(tree.vdot(result.x, ax) <= 0, tree.norm(result.x) > 0)
+        reason = linear_solve.verdict(result.converged, result.reason)
+        reason = jnp.where(indefinite, jnp.int32(linear_solve.NEGATIVE_CURVATURE), reason)
+        reason = linear_solve.held_to_tol(reason, residual, getattr(self.linear_solver, "tol", None))
+        return MixedTerm(mixed, residual, result.iterations, reason == linear_solve.OK, reason)
 
 
 def _mean_inner_loss(problem: Problem):
