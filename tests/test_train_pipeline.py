@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 import bilevel
+from fuse4seg_jax import data
 from fuse4seg_jax.cli import main
-from fuse4seg_jax.train.loop import run_training
+from fuse4seg_jax.train.loop import batch_for, ensure_dataset, run_training
 from fuse4seg_jax.train.objectives import microbatched
 from fuse4seg_jax.train.rundir import read_metrics
 from fuse4seg_jax.train.sharding import put_batch
@@ -68,6 +69,22 @@ def test_every_solver_takes_finite_outer_steps(solver, tiny_trainer, tiny_batche
     after = jax.tree.leaves(state["leader"])
     moved = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), after, strict=True)]
     assert any(moved), "the leader did not move"
+
+
+def test_distinct_inner_batches_give_the_inner_steps_k_different_batches(tiny_trainer, tiny_overrides):
+    trainer = tiny_trainer("--config.bilevel.distinct_inner_batches=True")
+    config, k = trainer.config, trainer.config.bilevel.inner_steps
+    src = data.open_split(ensure_dataset(config), "train")
+    tr, val = batch_for("bilevel", src, config, 0)
+    stacked = trainer.inner_batches(put_batch(trainer.mesh, tr))
+    assert stacked["image"].shape == (k, config.batch.tr_size, *tr["image"].shape[1:])
+    for step in range(k):  # inner step t sees draw t: rows b K + t
+        np.testing.assert_array_equal(np.asarray(stacked["slice"][step]), tr["slice"][step::k])
+    assert not np.array_equal(np.asarray(stacked["slice"][0]), np.asarray(stacked["slice"][1]))
+    plain = tiny_trainer()  # the default: one draw, K copies
+    (tr, _) = batch_for("bilevel", src, plain.config, 0)
+    copies = plain.inner_batches(put_batch(plain.mesh, tr))
+    assert all(np.array_equal(np.asarray(copies["slice"][t]), tr["slice"]) for t in range(k))
 
 
 @pytest.fixture(scope="module")

@@ -74,6 +74,9 @@ def base_config() -> ml_collections.ConfigDict:
         {name: bilevel.solver_options(name) for name in bilevel.solver_names()}
     )
     c.bilevel.inner_steps = 5  # K
+    # False: the K inner steps reuse one D_tr batch (Algorithm 1 as written); True: K batches
+    # drawn from the D_tr patients, one per inner step (batch.tr_size slices each)
+    c.bilevel.distinct_inner_batches = False
     c.bilevel.ema = 0.99  # m
 
     c.loss = ml_collections.ConfigDict()

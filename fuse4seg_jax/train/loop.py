@@ -43,11 +43,16 @@ def ensure_dataset(config: ml_collections.ConfigDict) -> Path:
     return path if path.exists() else data.prepare_dataset(manual, config.data.data_dir, **settings)
 
 
-def _batch_for(stage: str, src, config: ml_collections.ConfigDict, step: int) -> tuple[dict, ...]:
-    """This process's rows of the host batch(es) for global step ``step``."""
+def batch_for(stage: str, src, config: ml_collections.ConfigDict, step: int) -> tuple[dict, ...]:
+    """This process's rows of the host batch(es) for global step ``step``: ``(batch,)``, or
+    ``(tr, val)`` for a bi-level step (``tr`` with K draws where
+    ``bilevel.distinct_inner_batches``; :meth:`Trainer.inner_batches` stacks them)."""
     b = config.batch
     if stage == "bilevel":
-        tr, val = data.patient_split_batch(src, b.tr_size, b.val_size, seed=config.seed, step=step)
+        inner = config.bilevel.inner_steps if config.bilevel.distinct_inner_batches else 1
+        tr, val = data.patient_split_batch(
+            src, b.tr_size, b.val_size, seed=config.seed, step=step, inner=inner
+        )
         return sharding.process_rows(tr), sharding.process_rows(val)
     return (sharding.process_rows(data.sample_batch(src, b.size, seed=config.seed, step=step)),)
 
@@ -146,7 +151,7 @@ def _train(config, workdir: Path, *, resume, progress, stop_after, trainer) -> d
     try:
         for step in range(start, total):
             stage, _ = trainer.plan.locate(step)
-            batches = [sharding.put_batch(mesh, b) for b in _batch_for(stage, train_src, config, step)]
+            batches = [sharding.put_batch(mesh, b) for b in batch_for(stage, train_src, config, step)]
             state, metrics = trainer.steps[stage](state, *batches)
             last = step + 1 == total or step + 1 == trainer.plan.end_of(stage)
             log_now = (step + 1) % config.log_every == 0 or last
