@@ -7,11 +7,13 @@ evaluates any solver at a point; :mod:`bilevel.closed_form` holds problems with 
 answers. Solvers compose: :class:`Implicit` takes any linear solver (:class:`CG`, :class:`Neumann`,
 :class:`JaxoptCG` or a user's callable), and :func:`register_solver` makes a solver defined
 anywhere choosable by name. :func:`extreme_eigenvalues` (Lanczos on Hessian-vector products)
-says whether the follower's Hessian is positive definite and how large it is. See
+says whether the follower's Hessian is positive definite and how large it is; :mod:`bilevel.study`
+compares solvers at one point against a reference. See
 ``docs/solvers.md``.
 This package knows nothing about images and never imports ``fuse4seg_jax``.
 """
 
+from bilevel import study
 from bilevel.errors import SolverConfigError
 from bilevel.linear_solve import CG, REASONS, JaxoptCG, LinearSolver, Neumann, SolveResult
 from bilevel.outer_loop import BilevelState, hypergradient, init, step
@@ -68,4 +70,5 @@ __all__ = [
     "solver_options",
     "solver_output",
     "step",
+    "study",
 ]

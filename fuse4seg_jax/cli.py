@@ -26,6 +26,10 @@ VERBS: dict[str, tuple[str, str]] = {
     "train": ("train", "train leader and follower as a config says; evaluate; write the report"),
     "fuse": ("fuse", "fuse a BraTS case or folders of image pairs with a trained run"),
     "segment": ("segment", "segment a BraTS case with a trained run (NIfTI, BraTS labels)"),
+    "compare-solvers": (
+        "compare_solvers",
+        "hypergradient solvers at one state against a reference: accuracy, cost, curvature",
+    ),
 }
 
 
