@@ -290,6 +290,31 @@ CONVERGED_OPTIONS = {
 }
 
 
+def parse_reference(spec: str) -> tuple[str, Solver | None, dict[str, Any]]:
+    """Check a reference spec (see :func:`reference`) before any work.
+
+    Returns:
+        ``(spec as written, solver, {})`` for a solver spec, ``(spec, None, options)`` for
+        ``converged``.
+
+    Raises:
+        SolverConfigError: not one spec, an unknown solver or an unknown option, naming it.
+    """
+    specs = parse_specs(spec)
+    if len(specs) != 1:
+        raise SolverConfigError(f"reference {spec!r} names {len(specs)} solvers; give one")
+    [(written, name, options)] = specs
+    if name != "converged":
+        return written, build(specs)[written], {}
+    unknown = sorted(set(options) - set(CONVERGED_OPTIONS))
+    if unknown:
+        raise SolverConfigError(
+            f"reference {spec!r}: unknown option(s) {', '.join(unknown)}; "
+            f"valid: {', '.join(CONVERGED_OPTIONS)}"
+        )
+    return written, None, options
+
+
 def reference(
     call: SolverCall, spec: str, *, key: jax.Array, num_iter: int = 30, progress: Progress = print
 ) -> tuple[PyTree, dict[str, Any]]:
@@ -316,20 +341,11 @@ def reference(
     Raises:
         SolverConfigError: an unknown solver or option, naming the spec.
     """
-    specs = parse_specs(spec)
-    if len(specs) != 1:
-        raise SolverConfigError(f"reference {spec!r} names {len(specs)} solvers; give one")
-    [(written, name, options)] = specs
-    if name != "converged":
+    written, solver, options = parse_reference(spec)
+    if solver is not None:
         progress(f"reference: {written}")
-        hypergrad, info = solve_reference(build([(written, name, options)])[written], call)
+        hypergrad, info = solve_reference(solver, call)
         return hypergrad, {"reference": written, **info}
-    unknown = sorted(set(options) - set(CONVERGED_OPTIONS))
-    if unknown:
-        raise SolverConfigError(
-            f"reference {spec!r}: unknown option(s) {', '.join(unknown)}; "
-            f"valid: {', '.join(CONVERGED_OPTIONS)}"
-        )
     o = {**CONVERGED_OPTIONS, **options}
     lr = o["lr"]
     if lr is None:

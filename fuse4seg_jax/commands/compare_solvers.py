@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.config_overrides)
     try:
         solvers = study.build(study.parse_specs(args.solvers))
-        study.parse_specs(args.reference)  # a bad reference fails before the warm-up, not after
+        study.parse_reference(args.reference)  # a bad reference fails before the warm-up, not after
     except bilevel.SolverConfigError as err:
         raise ConfigError(str(err)) from None
     out = Path(args.out or Path("runs") / "compare_solvers" / Path(args.config.partition(":")[0]).stem)
@@ -72,12 +72,7 @@ def run(args: argparse.Namespace) -> int:
     )
     call = solver_study.study_point(trainer, state, at, x64=args.x64)
     key = jax.random.key(config.seed)
-    try:
-        ref, ref_info = study.reference(
-            call, args.reference, key=key, num_iter=args.lanczos, progress=progress
-        )
-    except bilevel.SolverConfigError as err:
-        raise ConfigError(str(err)) from None
+    ref, ref_info = study.reference(call, args.reference, key=key, num_iter=args.lanczos, progress=progress)
     rows = study.compare(call, solvers, ref, rounds=args.rounds, progress=progress)
     progress(f"curvature: Lanczos, {args.lanczos} steps")
     curvature = study.curvature_report(

@@ -19,6 +19,7 @@ import jax
 import matplotlib
 import ml_collections
 import numpy as np
+from tqdm.auto import tqdm
 
 import bilevel
 from bilevel.solvers import SolverCall
@@ -89,7 +90,7 @@ def study_state(
     at = 0
     for kind, n in warm:
         progress(f"{kind}: {n} steps")
-        for _ in range(n):
+        for _ in tqdm(range(n), desc=kind, dynamic_ncols=True):
             batches = [sharding.put_batch(trainer.mesh, b) for b in batch_for(kind, src, config, at)]
             state, _ = trainer.steps[kind](state, *batches)
             at += 1
