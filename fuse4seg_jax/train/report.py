@@ -105,6 +105,14 @@ def save_curves(path: Path, records: list[dict], keys: tuple[str, ...], title: s
     return True
 
 
+def solver_panels(records: list[dict]) -> tuple[str, ...]:
+    """The hypergradient diagnostics worth a panel: the norm, and ``residual``, ``iterations`` and
+    ``reason`` only where the solver ever set them (first-order logs them as 0 throughout)."""
+    return ("hypergrad_norm",) + tuple(
+        k for k in ("residual", "iterations", "reason") if any(r.get(k, 0) != 0 for r in records)
+    )
+
+
 def write_report(workdir: Path, config: ml_collections.ConfigDict, result: dict, gallery: int) -> str:
     """Write scores (CSV, JSON), pictures and ``report.md`` into ``workdir``; return the tables.
 
@@ -122,7 +130,7 @@ def write_report(workdir: Path, config: ml_collections.ConfigDict, result: dict,
     if save_curves(
         workdir / "hypergradient.png",
         records,
-        ("hypergrad_norm", "residual", "iterations"),
+        solver_panels(records),
         f"solver: {config.bilevel.solver}",
     ):
         pictures.append("hypergradient.png")
