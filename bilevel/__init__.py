@@ -18,7 +18,15 @@ from bilevel.errors import SolverConfigError
 from bilevel.linear_solve import CG, REASONS, JaxoptCG, LinearSolver, Neumann, SolveResult
 from bilevel.outer_loop import BilevelState, hypergradient, init, step
 from bilevel.problem import Problem
-from bilevel.registry import implicit_with, make_solver, register_solver, solver_names, solver_options
+from bilevel.registry import (
+    implicit_with,
+    make_solver,
+    make_solvers,
+    parse_specs,
+    register_solver,
+    solver_names,
+    solver_options,
+)
 from bilevel.solvers import (
     DIAGNOSTIC_KEYS,
     FiniteDifference,
@@ -65,6 +73,8 @@ __all__ = [
     "init",
     "inner_hessian_extremes",
     "make_solver",
+    "make_solvers",
+    "parse_specs",
     "register_solver",
     "solver_names",
     "solver_options",

@@ -22,68 +22,12 @@ import optax
 from bilevel import inner_loop, tree
 from bilevel.errors import SolverConfigError
 from bilevel.linear_solve import REASONS
-from bilevel.registry import make_solver
+from bilevel.registry import make_solver, make_solvers, parse_specs
 from bilevel.solvers import Solver, SolverCall
 from bilevel.spectrum import inner_hessian_extremes
 
 PyTree = Any
 Progress = Callable[[str], None]
-
-
-def parse_specs(text: str) -> list[tuple[str, str, dict[str, Any]]]:
-    """Solver specs ``name[:key=value,...]`` separated by commas, as one string.
-
-    A comma-separated item with ``=`` and no ``:`` is another option of the solver before it, so
-    ``"first_order,implicit_cg:max_iter=20,tol=1e-5,unrolled"`` is three solvers. Values are read
-    as int, float, ``true`` / ``false``, ``none`` or else a string.
-
-    Returns:
-        ``[(spec as written, name, options)]``.
-
-    Raises:
-        SolverConfigError: an empty spec, or an option before any solver name.
-    """
-    specs: list[list[Any]] = []
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            raise SolverConfigError(f"solver list {text!r} has an empty entry")
-        name, colon, option = item.partition(":")
-        if colon or "=" not in item:
-            specs.append([name.strip(), name.strip(), {}])
-            item = option
-        if item:
-            key, equals, value = item.partition("=")
-            if not specs or not equals:
-                raise SolverConfigError(
-                    f"solver list {text!r}: {item!r} is not key=value after a solver name"
-                )
-            specs[-1][0] += f"{':' if not specs[-1][2] else ','}{key.strip()}={value.strip()}"
-            specs[-1][2][key.strip()] = _value(value.strip())
-    return [(spec, name, options) for spec, name, options in specs]
-
-
-def _value(text: str) -> Any:
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
-
-
-def build(specs: list[tuple[str, str, dict[str, Any]]]) -> dict[str, Solver]:
-    """``{spec: make_solver(name, **options)}``.
-
-    Raises:
-        SolverConfigError: an unknown solver or option, naming the spec.
-    """
-    solvers = {}
-    for spec, name, options in specs:
-        try:
-            solvers[spec] = make_solver(name, **options)
-        except SolverConfigError as err:
-            raise SolverConfigError(f"solver spec {spec!r}: {err}") from None
-    return solvers
 
 
 def converge_follower(
@@ -305,7 +249,7 @@ def parse_reference(spec: str) -> tuple[str, Solver | None, dict[str, Any]]:
         raise SolverConfigError(f"reference {spec!r} names {len(specs)} solvers; give one")
     [(written, name, options)] = specs
     if name != "converged":
-        return written, build(specs)[written], {}
+        return written, make_solvers(specs)[written], {}
     unknown = sorted(set(options) - set(CONVERGED_OPTIONS))
     if unknown:
         raise SolverConfigError(

@@ -18,7 +18,7 @@ def _call(cf, inner, k=1, opt=SGD):
 
 
 def test_specs_split_solvers_from_their_options_and_read_values():
-    specs = study.parse_specs(
+    specs = bilevel.parse_specs(
         "first_order,implicit_cg:max_iter=20,tol=1e-5,solve_loop=while,unrolled:remat=true"
     )
     assert specs == [
@@ -44,14 +44,16 @@ def test_specs_split_solvers_from_their_options_and_read_values():
 )
 def test_bad_specs_raise_a_config_error_naming_them(text, named):
     with pytest.raises(bilevel.SolverConfigError, match=named.replace("(", r"\(").replace(")", r"\)")):
-        study.build(study.parse_specs(text))
+        bilevel.make_solvers(bilevel.parse_specs(text))
 
 
 def test_compare_reports_accuracy_diagnostics_and_cost_per_solver():
     with jax.enable_x64(True):
         cf = closed_form.quadratic()
         call = _call(cf, cf.inner_solution(cf.outer_init))
-        solvers = study.build(study.parse_specs("implicit_cg:max_iter=10,tol=1e-12,implicit_cg:max_iter=1"))
+        solvers = bilevel.make_solvers(
+            bilevel.parse_specs("implicit_cg:max_iter=10,tol=1e-12,implicit_cg:max_iter=1")
+        )
         rows = study.compare(
             call, solvers, cf.hypergradient(cf.outer_init), rounds=2, progress=lambda _: None
         )

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.config_overrides)
     try:
-        solvers = study.build(study.parse_specs(args.solvers))
+        solvers = bilevel.make_solvers(bilevel.parse_specs(args.solvers))
         study.parse_reference(args.reference)  # a bad reference fails before the warm-up, not after
     except bilevel.SolverConfigError as err:
         raise ConfigError(str(err)) from None
