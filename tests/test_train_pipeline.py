@@ -293,3 +293,19 @@ def test_bfloat16_compute_keeps_float32_parameters(tiny_trainer, tiny_batches):
     state, metrics = trainer.steps["bilevel"](trainer.init_state(), tr, val)
     assert np.isfinite(float(metrics["loss"]))
     assert {x.dtype for x in jax.tree.leaves(state["leader"])} == {np.dtype("float32")}
+
+
+@pytest.mark.slow
+def test_the_exactness_monitor_logs_its_metrics_every_m_outer_steps(tiny_trainer, tmp_path):
+    from fuse4seg_jax.train.monitor import KEYS
+
+    trainer = tiny_trainer("--config.bilevel.monitor.every=2", "--config.stages.bilevel=3")
+    run_training(trainer.config, tmp_path / "run", progress=False, trainer=trainer)
+    records = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["stage"] == "bilevel"]
+    watched = [r["step"] - records[0]["step"] for r in records if "monitor_cosine" in r]
+    assert watched == [0, 2]  # bi-level steps 1 and 3 of 3
+    for r in records:
+        if "monitor_cosine" in r:
+            assert -1 <= r["monitor_cosine"] <= 1 and r["monitor_rel_error"] >= 0
+            assert r["monitor_smallest"] <= r["monitor_largest"]
+    assert set(KEYS) <= set().union(*records)

@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 from fuse4seg_jax.atomic import atomic_file  # noqa: E402
 from fuse4seg_jax.metrics import REGIONS, write_scores  # noqa: E402
 from fuse4seg_jax.metrics.fusion import AGAINST_SOURCES, FUSED_ONLY  # noqa: E402
+from fuse4seg_jax.train.monitor import KEYS as MONITOR_KEYS  # noqa: E402
 from fuse4seg_jax.train.rundir import read_metrics  # noqa: E402
 
 CLASS_COLOURS = np.array([[0, 0, 0], [230, 60, 60], [60, 200, 60], [250, 220, 40]], np.float32) / 255
@@ -107,10 +108,10 @@ def save_curves(path: Path, records: list[dict], keys: tuple[str, ...], title: s
 
 def solver_panels(records: list[dict]) -> tuple[str, ...]:
     """The hypergradient diagnostics worth a panel: the norm, and ``residual``, ``iterations`` and
-    ``reason`` only where the solver ever set them (first-order logs them as 0 throughout)."""
-    return ("hypergrad_norm",) + tuple(
-        k for k in ("residual", "iterations", "reason") if any(r.get(k, 0) != 0 for r in records)
-    )
+    ``reason`` only where the solver ever set them (first-order logs them as 0 throughout), and the
+    exactness monitor's metrics where it ran."""
+    optional = ("residual", "iterations", "reason", *MONITOR_KEYS)
+    return ("hypergrad_norm",) + tuple(k for k in optional if any(r.get(k, 0) != 0 for r in records))
 
 
 def write_report(workdir: Path, config: ml_collections.ConfigDict, result: dict, gallery: int) -> str:
