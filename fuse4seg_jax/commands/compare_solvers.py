@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         f"({'distinct D_tr draws' if config.bilevel.distinct_inner_batches else 'one D_tr batch, K times'}), "
         f"{'float64' if args.x64 else 'float32'}, {jax.devices()[0].platform.upper()}.",
         "",
-        f"Reference: `{args.reference}`: {json.dumps(solver_study.jsonable(ref_info))}.",
+        f"Reference: `{args.reference}`: {json.dumps(ref_info)}.",
         "",
         f"Curvature at the follower after K steps: {curvature['verdict']}",
     ]

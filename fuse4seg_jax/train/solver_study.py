@@ -15,7 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import jax
 import matplotlib
 import ml_collections
 import numpy as np
@@ -188,8 +187,3 @@ def write_study(out: Path, rows: list[dict[str, Any]], header: list[str], title:
     fig.savefig(paths[2], dpi=90)
     plt.close(fig)
     return paths
-
-
-def jsonable(info: dict[str, Any]) -> dict[str, Any]:
-    """``info`` with numpy / JAX scalars as Python numbers."""
-    return {k: np.asarray(v).item() if isinstance(v, np.ndarray | jax.Array) else v for k, v in info.items()}
