@@ -38,7 +38,7 @@ REASONS = ("ok", "iteration limit", "negative curvature", "non-finite", "residua
 # The default relative residual: what float32 can meet. The true residual of a converged float32
 # solve was measured at 1e-7 to 1.6e-6 on ridge problems of 5 to 2,000 parameters (condition ~4),
 # and its rounding grows with the size and the conditioning, so 1e-6 flagged converged solves as
-# failed. Ask for less in float64 (``tol`` is an option of every iterative solver).
+# failed. In float64 set a smaller ``tol`` (an option of every iterative solver).
 DEFAULT_TOL = 1e-4
 
 
