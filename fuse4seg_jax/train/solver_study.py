@@ -144,7 +144,7 @@ def markdown(rows: list[dict[str, Any]], header: list[str]) -> str:
     for r in rows:
         cells = (
             f"`{r['solver']}`",
-            f"{r['cosine']:.4f}",
+            f"{r['cosine']:.6f}",
             f"{r['rel_error']:.3g}",
             f"{r['norm']:.3g}",
             f"{r['residual']:.2g}",
