@@ -9,15 +9,25 @@ answers. Solvers compose: :class:`Implicit` takes any linear solver (:class:`CG`
 makes a solver defined anywhere choosable by name. A solver may carry state from one outer step to
 the next (:meth:`Solver.init_state`; SOBA's linear-system solution, F2SA's and BOME's follower copies).
 :func:`extreme_eigenvalues` (Lanczos on Hessian-vector products) says whether the follower's
-Hessian is positive definite and how large it is. See ``docs/solvers.md``.
+Hessian is positive definite and how large it is; :mod:`bilevel.study` compares solvers at one
+point against a reference. See ``docs/solvers.md``.
 This package knows nothing about images and never imports ``fuse4seg_jax``.
 """
 
+from bilevel import study
 from bilevel.errors import SolverConfigError
-from bilevel.linear_solve import CG, JaxoptCG, LinearSolver, Neumann, SolveResult
+from bilevel.linear_solve import CG, REASONS, JaxoptCG, LinearSolver, Neumann, SolveResult
 from bilevel.outer_loop import BilevelState, hypergradient, init, step
 from bilevel.problem import Problem
-from bilevel.registry import implicit_with, make_solver, register_solver, solver_names, solver_options
+from bilevel.registry import (
+    implicit_with,
+    make_solver,
+    make_solvers,
+    parse_specs,
+    register_solver,
+    solver_names,
+    solver_options,
+)
 from bilevel.solvers import (
     BOME,
     DIAGNOSTIC_KEYS,
@@ -56,6 +66,7 @@ __all__ = [
     "Neumann",
     "OuterTerms",
     "Problem",
+    "REASONS",
     "Solver",
     "SolverCall",
     "SolverConfigError",
@@ -69,9 +80,12 @@ __all__ = [
     "init",
     "inner_hessian_extremes",
     "make_solver",
+    "make_solvers",
+    "parse_specs",
     "register_solver",
     "solver_names",
     "solver_options",
     "solver_output",
     "step",
+    "study",
 ]

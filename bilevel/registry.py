@@ -8,7 +8,9 @@ names are registered here, one line each; a solver defined anywhere else becomes
     bilevel.register_solver("implicit_mine", *bilevel.implicit_with(MyLinearSolver))
 
 The options of a name are its whole public interface: a config holds them with their defaults, and
-:func:`make_solver` rejects any other keyword. See ``docs/solvers.md#how-to-add-a-solver``.
+:func:`make_solver` rejects any other keyword. :func:`parse_specs` reads solvers with options from
+one string (``"first_order,implicit_cg:max_iter=20,tol=1e-5"``), for command lines. See
+``docs/solvers.md#how-to-add-a-solver``.
 """
 
 from __future__ import annotations
@@ -164,6 +166,62 @@ def implicit_with(linear_solver: type, **defaults: Any) -> tuple[Callable[..., I
         return Implicit(linear_solver=linear_solver(**solver_options), **chosen)
 
     return factory, {**options, **defaults}
+
+
+def parse_specs(text: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """Solver specs ``name[:key=value,...]`` separated by commas, as one string.
+
+    A comma-separated item with ``=`` and no ``:`` is another option of the solver before it, so
+    ``"first_order,implicit_cg:max_iter=20,tol=1e-5,unrolled"`` is three solvers. Values are read
+    as int, float, ``true`` / ``false``, ``none`` or else a string.
+
+    Returns:
+        ``[(spec as written, name, options)]``.
+
+    Raises:
+        SolverConfigError: an empty spec, or an option before any solver name.
+    """
+    specs: list[list[Any]] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            raise SolverConfigError(f"solver list {text!r} has an empty entry")
+        name, colon, option = item.partition(":")
+        if colon or "=" not in item:
+            specs.append([name.strip(), name.strip(), {}])
+            item = option
+        if item:
+            key, equals, value = item.partition("=")
+            if not specs or not equals:
+                raise SolverConfigError(
+                    f"solver list {text!r}: {item!r} is not key=value after a solver name"
+                )
+            specs[-1][0] += f"{':' if not specs[-1][2] else ','}{key.strip()}={value.strip()}"
+            specs[-1][2][key.strip()] = _value(value.strip())
+    return [(spec, name, options) for spec, name, options in specs]
+
+
+def _value(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
+
+
+def make_solvers(specs: list[tuple[str, str, dict[str, Any]]]) -> dict[str, Solver]:
+    """``{spec: make_solver(name, **options)}``.
+
+    Raises:
+        SolverConfigError: an unknown solver or option, naming the spec.
+    """
+    solvers = {}
+    for spec, name, options in specs:
+        try:
+            solvers[spec] = make_solver(name, **options)
+        except SolverConfigError as err:
+            raise SolverConfigError(f"solver spec {spec!r}: {err}") from None
+    return solvers
 
 
 register_solver("first_order", FirstOrder)

@@ -31,6 +31,10 @@ VERBS: dict[str, tuple[str, str]] = {
         "export_brats_fuse",
         "write the BraTS-Fuse benchmark: sources, truth and every 2/3/4-modality fusion as PNGs",
     ),
+    "compare-solvers": (
+        "compare_solvers",
+        "hypergradient solvers at one state against a reference: accuracy, cost, curvature",
+    ),
 }
 
 

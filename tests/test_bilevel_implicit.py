@@ -7,7 +7,7 @@ import optax
 import pytest
 
 import bilevel
-from bilevel import closed_form
+from bilevel import closed_form, linear_solve
 
 SGD = optax.sgd(0.1)
 
@@ -212,3 +212,54 @@ def test_mean_hessian_batch_uses_all_inner_batches():
         # Batch t has f_t = s_t f (s = 1, 3): H_last = 3 H and H_mean = 2 H, M scales alike,
         # so the mixed term M H^-1 v is the same; only the direct partial is shared exactly.
         np.testing.assert_allclose(outs["last"].hypergrad, outs["mean"].hypergrad, rtol=1e-10)
+
+
+def _reason(out) -> str:
+    return linear_solve.REASONS[int(out.diagnostics["reason"])]
+
+
+@pytest.mark.parametrize("name", ["implicit_cg", "implicit_neumann", "implicit_jaxopt"])
+def test_an_indefinite_hessian_is_reported_as_negative_curvature_by_every_linear_solver(name):
+    with jax.enable_x64(True):
+        problem, opt = _indefinite_problem(), optax.sgd(0.5)
+        # One SGD step takes y to about (1, 1.5, 1), so dF/dy = (0, 0.5, 0) lies on the negative
+        # eigenvector: the answer of any solver (jaxopt's included) shows the negative curvature.
+        y, x = jnp.array([1.7, 14 / 15, 1.0]), jnp.array([0.3, 0.2, 0.0])
+        out = bilevel.hypergradient(
+            problem, _iterative(name, 0.5, max_iter=20), y, x, opt, opt.init(y), jnp.ones((1, 3)), jnp.ones(3)
+        )
+        assert out.diagnostics["failed"] and _reason(out) == "negative curvature"
+
+
+@pytest.mark.parametrize("name", ITERATIVE)
+def test_too_few_iterations_are_reported_as_the_iteration_limit(name):
+    with jax.enable_x64(True):
+        cf = closed_form.quadratic()
+        lr = 1.0 / float(jnp.linalg.eigvalsh(cf.inner_hessian(cf.outer_init))[-1])
+        few = _at_solution(cf, _iterative(name, lr, max_iter=1, tol=1e-10), inner_opt=optax.sgd(lr))
+        enough = _at_solution(
+            cf, _iterative(name, lr, max_iter=1000, tol=1e-10, solve_loop="while"), inner_opt=optax.sgd(lr)
+        )
+        assert few.diagnostics["failed"] and _reason(few) == "iteration limit"
+        assert not enough.diagnostics["failed"] and _reason(enough) == "ok"
+
+
+def test_a_converged_solve_held_to_a_tolerance_below_its_rounding_reports_the_residual():
+    # CG stops on its recursively updated residual; the true one, recomputed in float32, cannot
+    # follow it below rounding, so a tolerance under float32's reach is flagged as such.
+    cf = closed_form.ridge(n_train=400, n_val=200, n_features=100, per_feature=True)
+    out = _at_solution(cf, bilevel.make_solver("implicit_cg", max_iter=200, tol=1e-9, solve_loop="while"))
+    assert out.diagnostics["residual"] > 1e-9 and _reason(out) == "residual above tol"
+    default = _at_solution(cf, bilevel.make_solver("implicit_cg", max_iter=200, solve_loop="while"))
+    assert not default.diagnostics["failed"] and default.diagnostics["residual"] <= linear_solve.DEFAULT_TOL
+
+
+def test_a_non_finite_point_is_reported_as_non_finite():
+    with jax.enable_x64(True):
+        problem, opt = _indefinite_problem(), optax.sgd(0.5)
+        y, x = jnp.array([0.3, jnp.nan, 0.1]), jnp.array([0.3, 0.2, 0.0])
+        for name in ("first_order", "implicit_cg"):
+            out = bilevel.hypergradient(
+                problem, bilevel.make_solver(name), y, x, opt, opt.init(y), jnp.ones((1, 3)), jnp.ones(3)
+            )
+            assert out.diagnostics["failed"] and _reason(out) == "non-finite", name

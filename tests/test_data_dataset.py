@@ -100,6 +100,21 @@ def test_patient_split_batch_is_disjoint_and_deterministic(prepared):
         patient_split_batch(open_split(prepared[1], "val"), 2, 2, seed=0, step=0)
 
 
+def test_distinct_inner_batches_are_k_draws_interleaved_sample_major(prepared):
+    src = open_split(prepared[1], "train")
+    tr, val = patient_split_batch(src, 4, 2, seed=5, step=1, inner=3)
+    assert tr["image"].shape[0] == 12 and val["image"].shape[0] == 2
+    assert not set(tr["patient"].tolist()) & set(val["patient"].tolist())
+    draws = tr["slice"].reshape(4, 3).T  # row b K + k is sample b of draw k
+    assert len({tuple(d) for d in draws}) > 1, "the K draws should differ"
+    assert all(np.all(np.diff(d) >= 0) for d in draws), "each draw is sorted as a single batch is"
+    # One draw is the pair as it always was: the default keeps old runs' batches.
+    np.testing.assert_array_equal(
+        patient_split_batch(src, 4, 2, seed=5, step=1, inner=1)[0]["slice"],
+        patient_split_batch(src, 4, 2, seed=5, step=1)[0]["slice"],
+    )
+
+
 def test_prepare_verb_errors_exit_2_name_the_file_and_leave_nothing(prepared, tmp_path, capsys):
     manual, _ = prepared
     out = tmp_path / "out"

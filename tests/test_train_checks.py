@@ -45,6 +45,8 @@ def test_the_shipped_configs_pass():
         ("model.fusion_sizes.frequency_decoupled.heads=3", "model.fusion_sizes.frequency_decoupled: "),
         ("bilevel.solver=newton", "bilevel.solver = 'newton'; expected one of first_order, "),
         ("loss.weights.grad=-1.0", "loss.weights.grad = -1.0; expected a finite number >= 0"),
+        ("bilevel.monitor.every=-1", "bilevel.monitor.every = -1; expected an integer >= 0"),
+        ("bilevel.monitor.lanczos=0", "bilevel.monitor.lanczos = 0; expected an integer >= 1"),
     ],
 )
 def test_a_bad_value_names_its_key_and_no_run_is_written(override, message, tmp_path):
@@ -58,6 +60,17 @@ def test_a_bad_value_names_its_key_and_no_run_is_written(override, message, tmp_
         run_training(config, tmp_path / "run", progress=False, warn=warnings.append)
     assert not any(tmp_path.iterdir())  # no run directory, phantom cases or prepared dataset
     assert warnings == []  # warnings are for configs that run
+
+
+@pytest.mark.parametrize(
+    ("reference", "message"),
+    [("unrolledd", "unknown solver 'unrolledd'"), ("unrolled,first_order", "names 2 solvers")],
+)
+def test_a_bad_monitor_reference_names_its_key(reference, message):
+    config = load_config("configs/demo.py", [ONE_DEVICE, "--config.bilevel.monitor.every=5"])
+    config.bilevel.monitor.reference = reference
+    with pytest.raises(ConfigError, match=f"config key bilevel.monitor.reference: .*{message}"):
+        validate_config(config)
 
 
 def test_batches_must_split_over_the_data_axis():

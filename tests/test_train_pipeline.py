@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 import bilevel
+from fuse4seg_jax import data
 from fuse4seg_jax.cli import main
-from fuse4seg_jax.train.loop import run_training
+from fuse4seg_jax.train.loop import batch_for, ensure_dataset, run_training
 from fuse4seg_jax.train.objectives import microbatched
 from fuse4seg_jax.train.rundir import read_metrics
 from fuse4seg_jax.train.sharding import put_batch
@@ -68,6 +69,22 @@ def test_every_solver_takes_finite_outer_steps(solver, tiny_trainer, tiny_batche
     after = jax.tree.leaves(state["leader"])
     moved = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), after, strict=True)]
     assert any(moved), "the leader did not move"
+
+
+def test_distinct_inner_batches_give_the_inner_steps_k_different_batches(tiny_trainer, tiny_overrides):
+    trainer = tiny_trainer("--config.bilevel.distinct_inner_batches=True")
+    config, k = trainer.config, trainer.config.bilevel.inner_steps
+    src = data.open_split(ensure_dataset(config), "train")
+    tr, val = batch_for("bilevel", src, config, 0)
+    stacked = trainer.inner_batches(put_batch(trainer.mesh, tr))
+    assert stacked["image"].shape == (k, config.batch.tr_size, *tr["image"].shape[1:])
+    for step in range(k):  # inner step t sees draw t: rows b K + t
+        np.testing.assert_array_equal(np.asarray(stacked["slice"][step]), tr["slice"][step::k])
+    assert not np.array_equal(np.asarray(stacked["slice"][0]), np.asarray(stacked["slice"][1]))
+    plain = tiny_trainer()  # the default: one draw, K copies
+    (tr, _) = batch_for("bilevel", src, plain.config, 0)
+    copies = plain.inner_batches(put_batch(plain.mesh, tr))
+    assert all(np.array_equal(np.asarray(copies["slice"][t]), tr["slice"]) for t in range(k))
 
 
 @pytest.fixture(scope="module")
@@ -331,3 +348,19 @@ def test_export_brats_fuse_writes_every_combination_and_completes_a_partial_expo
     assert max(int(np.abs(again[p] - first[p]).max()) for p in removed) <= 1
     assert main([*argv, "--combinations", "2,5"]) == 2
     assert "5 is not a combination size" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_exactness_monitor_logs_its_metrics_every_m_outer_steps(tiny_trainer, tmp_path):
+    from fuse4seg_jax.train.monitor import KEYS
+
+    trainer = tiny_trainer("--config.bilevel.monitor.every=2", "--config.stages.bilevel=3")
+    run_training(trainer.config, tmp_path / "run", progress=False, trainer=trainer)
+    records = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["stage"] == "bilevel"]
+    watched = [r["step"] - records[0]["step"] for r in records if "monitor_cosine" in r]
+    assert watched == [0, 2]  # bi-level steps 1 and 3 of 3
+    for r in records:
+        if "monitor_cosine" in r:
+            assert -1 <= r["monitor_cosine"] <= 1 and r["monitor_rel_error"] >= 0
+            assert r["monitor_smallest"] <= r["monitor_largest"]
+    assert set(KEYS) <= set().union(*records)

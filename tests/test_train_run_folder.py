@@ -146,3 +146,12 @@ def test_a_log_line_torn_by_a_kill_is_dropped_on_resume(tmp_path):
     log.write({"step": 3, "loss": 0.1})
     log.close()
     assert [r["step"] for r in read_metrics(path)] == [1, 2, 3]
+
+
+def test_the_hypergradient_plot_shows_only_the_diagnostics_the_solver_sets():
+    from fuse4seg_jax.train.report import solver_panels
+
+    first_order = [{"hypergrad_norm": 2.0, "residual": 0.0, "iterations": 0, "reason": 0}] * 3
+    assert solver_panels(first_order) == ("hypergrad_norm",)
+    cg = [{"hypergrad_norm": 2.0, "residual": 1e-3, "iterations": 10, "reason": 0}, {"loss": 1.0}]
+    assert solver_panels(cg) == ("hypergrad_norm", "residual", "iterations")

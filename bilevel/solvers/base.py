@@ -20,8 +20,10 @@ Diagnostics (:data:`DIAGNOSTIC_KEYS`, identical for all solvers, scalar arrays):
 ``inner_loss`` and ``inner_grad_norm`` (of the last inner step, before its update), ``outer_loss``
 (at ``inner_K`` on ``outer_batch``), ``hypergrad_norm``, ``residual`` (relative residual of the
 linear solve, 0 where none), ``iterations`` (solve iterations; unrolled: steps differentiated;
-finite difference: 1; otherwise 0) and ``failed`` (the solve did not converge or any output is
-non-finite).
+finite difference: 1; otherwise 0), ``failed`` (the solve did not converge or any output is
+non-finite) and ``reason`` (why it failed, an int32 code indexing
+:data:`bilevel.linear_solve.REASONS`: 0 ok, 1 iteration limit, 2 negative curvature, 3 non-finite,
+4 residual above tol; 0 where there is no solve and everything is finite).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bilevel import inner_loop, tree
+from bilevel import inner_loop, linear_solve, tree
 from bilevel.problem import Problem
 
 PyTree = Any
@@ -47,6 +49,7 @@ DIAGNOSTIC_KEYS = (
     "residual",
     "iterations",
     "failed",
+    "reason",
 )
 
 
@@ -117,6 +120,7 @@ def solver_output(
     iterations: jax.Array | int = 0,
     converged: jax.Array | bool = True,
     solver_state: PyTree = (),
+    reason: jax.Array | int | None = None,
 ) -> SolverOutput:
     """Assemble a :class:`SolverOutput` with the uniform diagnostics.
 
@@ -129,14 +133,17 @@ def solver_output(
         iterations: solve iterations, or steps differentiated.
         converged: the solve's verdict; ``failed`` is its negation or any non-finite output.
         solver_state: the state for the next outer step (``()`` for a stateless solver).
+        reason: why the solve did not converge (:data:`bilevel.linear_solve.REASONS`); ``None``
+            reads as the iteration limit. Any non-finite output makes it ``non-finite``.
 
     Returns:
-        The output, diagnostics cast to the outer loss's dtype (``iterations`` int32, ``failed``
-        bool).
+        The output, diagnostics cast to the outer loss's dtype (``iterations`` and ``reason``
+        int32, ``failed`` bool).
     """
     dtype = outer.loss.dtype
     residual = jnp.asarray(residual, dtype)
     finite = tree.all_finite((hypergrad, inner, residual, outer.loss, info.loss))
+    code = jnp.where(finite, linear_solve.verdict(converged, reason), jnp.int32(linear_solve.NON_FINITE))
     diagnostics = {
         "inner_loss": jnp.asarray(info.loss, dtype),
         "inner_grad_norm": jnp.asarray(info.grad_norm, dtype),
@@ -144,7 +151,8 @@ def solver_output(
         "hypergrad_norm": jnp.asarray(tree.norm(hypergrad), dtype),
         "residual": residual,
         "iterations": jnp.asarray(iterations, jnp.int32),
-        "failed": jnp.logical_not(jnp.logical_and(jnp.asarray(converged), finite)),
+        "failed": code != linear_solve.OK,
+        "reason": code,
     }
     return SolverOutput(inner, opt_state, hypergrad, diagnostics, info.aux, outer.aux, solver_state)
 

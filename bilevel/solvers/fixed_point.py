@@ -63,6 +63,8 @@ class ImplicitFixedPoint(IFTSolver, linear_solve.IterationOptions):
         residual = linear_solve.relative_residual(
             tree.sub(tree.add((ct_inner, ct_state), rhs), result.x), tree.zeros_like(rhs), rhs
         )
-        converged = jnp.logical_and(result.converged, residual <= self.tol)
+        reason = linear_solve.held_to_tol(result.reason, residual, self.tol)
         # The step map's term enters with a plus sign; IFTSolver subtracts the correction.
-        return MixedTerm(tree.scale(-1.0, ct_outer), residual, result.iterations, converged)
+        return MixedTerm(
+            tree.scale(-1.0, ct_outer), residual, result.iterations, reason == linear_solve.OK, reason
+        )

@@ -29,13 +29,15 @@ HESSIAN_BATCHES = ("last", "mean")
 
 class MixedTerm(NamedTuple):
     """The implicit correction ``mixed`` (subtracted from ``dF/d outer``) and how its solve went:
-    ``residual`` (true relative residual), ``iterations``, ``converged``; ``state``: the solver
-    state for the next outer step (``()`` for a stateless solver)."""
+    ``residual`` (true relative residual), ``iterations``, ``converged``, ``reason`` (why not,
+    a code of :data:`bilevel.linear_solve.REASONS`; ``None`` reads as the iteration limit) and
+    ``state``: the solver state for the next outer step (``()`` for a stateless solver)."""
 
     mixed: PyTree
     residual: jax.Array
     iterations: jax.Array
     converged: jax.Array
+    reason: jax.Array | None = None
     state: PyTree = ()
 
 
@@ -81,6 +83,7 @@ class IFTSolver(Solver):
             iterations=term.iterations,
             converged=term.converged,
             solver_state=term.state,
+            reason=term.reason,
         )
 
     @abc.abstractmethod
@@ -104,7 +107,9 @@ class Implicit(IFTSolver):
 
     ``residual`` is the true relative residual ``||(H + damping I) x - b|| / ||b||``, computed in
     the same forward-over-reverse pass as ``M x``; ``failed`` when the linear solver reports no
-    convergence, or when it has a ``tol`` and the true residual exceeds it.
+    convergence, when it has a ``tol`` and the true residual exceeds it, or when the answer has
+    ``x^T (H + damping I) x <= 0`` (the matrix is not positive definite, as every built-in linear
+    solver assumes); ``reason`` says which (``docs/solvers.md#why-a-hypergradient-failed``).
 
     With ``warm_start`` the solver state is the last solution ``x`` (zero before the first step)
     and each solve starts there, so a few iterations per outer step refine one solution carried
@@ -158,10 +163,16 @@ class Implicit(IFTSolver):
         )
         result = solve(matvec, b)
         _, hx, mixed = curvature.gradient_products(loss, inner, outer, result.x)
-        residual = linear_solve.relative_residual(tree.axpy(self.damping, result.x, hx), b)
-        tol = getattr(self.linear_solver, "tol", None)
-        converged = result.converged if tol is None else jnp.logical_and(result.converged, residual <= tol)
-        return MixedTerm(mixed, residual, result.iterations, converged, result.x if self.warm_start else ())
+        ax = tree.axpy(self.damping, result.x, hx)
+        residual = linear_solve.relative_residual(ax, b)
+        # CG's own guard sees only its search directions; this one sees any solver's answer, at
+        # no cost (A x is at hand), and overrides an iteration limit it explains.
+        indefinite = jnp.logical_and(tree.vdot(result.x, ax) <= 0, tree.norm(result.x) > 0)
+        reason = linear_solve.verdict(result.converged, result.reason)
+        reason = jnp.where(indefinite, jnp.int32(linear_solve.NEGATIVE_CURVATURE), reason)
+        reason = linear_solve.held_to_tol(reason, residual, getattr(self.linear_solver, "tol", None))
+        state = result.x if self.warm_start else ()
+        return MixedTerm(mixed, residual, result.iterations, reason == linear_solve.OK, reason, state)
 
 
 def _mean_inner_loss(problem: Problem):

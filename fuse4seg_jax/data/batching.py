@@ -44,23 +44,29 @@ def sample_batch(src: SliceSource, batch_size: int, *, seed: int, step: int) -> 
 
 
 def patient_split_batch(
-    src: SliceSource, tr_size: int, val_size: int, *, seed: int, step: int
+    src: SliceSource, tr_size: int, val_size: int, *, seed: int, step: int, inner: int = 1
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Two batches, D_tr and D_val, drawn from disjoint sets of patients (Fuse4Seg Algorithm 1).
 
     The patients are permuted and cut in proportion ``tr_size : val_size`` (each side gets at
     least one patient); each batch then draws its slices uniformly from its side's records,
-    without replacement when there are enough.
+    without replacement when there are enough. With ``inner = K > 1``, D_tr is K independent
+    draws from the D_tr patients (one per inner step), interleaved sample-major: row ``b K + k``
+    is sample ``b`` of draw ``k``, so that the rows a device holds after splitting along the batch
+    axis are whole samples of every draw (``reshape(tr_size, K, ...)`` and a move of axis 1 to
+    the front give the ``(K, tr_size, ...)`` stack).
 
     Arguments:
         src: the split (usually train).
-        tr_size: slices in D_tr.
+        tr_size: slices in each D_tr draw.
         val_size: slices in D_val.
         seed: run seed.
         step: outer step; the pair is a function of (seed, step) only.
+        inner: D_tr draws (1: the pair of Algorithm 1 as written, drawn as before this option).
 
     Returns:
-        ``(tr, val)`` batch dicts whose ``patient`` sets are disjoint.
+        ``(tr, val)`` batch dicts whose ``patient`` sets are disjoint; ``tr`` has
+        ``tr_size * inner`` rows.
 
     Raises:
         DataError: the split has fewer than 2 patients.
@@ -78,4 +84,6 @@ def patient_split_batch(
         pool = np.flatnonzero(np.isin(src.record_case, group))
         return gather(src, np.sort(rng.choice(pool, size, replace=size > pool.size)))
 
-    return draw(patients[:cut], tr_size), draw(patients[cut:], val_size)
+    draws = [draw(patients[:cut], tr_size) for _ in range(inner)]
+    tr = {k: np.stack([d[k] for d in draws], axis=1).reshape(-1, *draws[0][k].shape[1:]) for k in draws[0]}
+    return tr, draw(patients[cut:], val_size)

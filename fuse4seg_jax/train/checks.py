@@ -22,6 +22,7 @@ from fuse4seg_jax.data.splits import check_fractions
 from fuse4seg_jax.errors import ConfigError
 from fuse4seg_jax.train import sharding
 from fuse4seg_jax.train.choices import model_arguments, solver_from_config
+from fuse4seg_jax.train.monitor import monitor_reference
 from fuse4seg_jax.train.objectives import FOLLOWER_INPUTS
 from fuse4seg_jax.train.optimizers import OPTIMIZERS, SCHEDULES
 from fuse4seg_jax.train.stages import STAGES, UNITS, leader_can_pretrain
@@ -34,6 +35,8 @@ _RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     *((f"stages.{k}", lambda v: v >= 0, "an integer >= 0") for k in STAGES),
     ("bilevel.inner_steps", lambda v: v >= 1, "an integer >= 1 (K)"),
     ("bilevel.ema", lambda v: 0 <= v < 1, "0 <= m < 1"),
+    ("bilevel.monitor.every", lambda v: v >= 0, "an integer >= 0 (0: no monitor)"),
+    ("bilevel.monitor.lanczos", lambda v: v >= 1, "an integer >= 1"),
     *((key, lambda v: v >= 1, "an integer >= 1") for key in BATCHES),
     ("batch.accumulation", lambda v: v >= 1, "an integer >= 1"),
     *(
@@ -100,6 +103,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for family in families:
         _check_sizes(config, family)
     solver_from_config(config)
+    if config.bilevel.monitor.every > 0:
+        monitor_reference(config)
 
 
 def _check_batches(config: ml_collections.ConfigDict) -> None:

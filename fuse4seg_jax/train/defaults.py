@@ -78,6 +78,13 @@ def base_config() -> ml_collections.ConfigDict:
         {name: bilevel.solver_options(name) for name in bilevel.solver_names()}
     )
     c.bilevel.inner_steps = 5  # K
+    # False: the K inner steps reuse one D_tr batch (Algorithm 1 as written); True: K batches
+    # drawn from the D_tr patients, one per inner step (batch.tr_size slices each)
+    c.bilevel.distinct_inner_batches = False
+    # The exactness monitor (fuse4seg_jax.train.monitor): every `every` outer steps (0: never) log
+    # the running solver's cosine and relative error to `reference` (a solver spec) and the
+    # follower Hessian's extreme eigenvalues (`lanczos` Lanczos steps) to metrics.jsonl
+    c.bilevel.monitor = ml_collections.ConfigDict({"every": 0, "reference": "unrolled", "lanczos": 20})
     c.bilevel.ema = 0.99  # m
 
     c.loss = ml_collections.ConfigDict()

@@ -22,6 +22,7 @@ from fuse4seg_jax.train.checkpoint import Checkpoints
 from fuse4seg_jax.train.checks import config_warnings, validate_config
 from fuse4seg_jax.train.config import to_json
 from fuse4seg_jax.train.evaluation import evaluate
+from fuse4seg_jax.train.monitor import monitor_for
 from fuse4seg_jax.train.report import write_report
 from fuse4seg_jax.train.rundir import LIBRARY_LOG, MetricsLog, library_log, open_run, run_lock
 from fuse4seg_jax.train.trainer import Trainer
@@ -43,11 +44,16 @@ def ensure_dataset(config: ml_collections.ConfigDict) -> Path:
     return path if path.exists() else data.prepare_dataset(manual, config.data.data_dir, **settings)
 
 
-def _batch_for(stage: str, src, config: ml_collections.ConfigDict, step: int) -> tuple[dict, ...]:
-    """This process's rows of the host batch(es) for global step ``step``."""
+def batch_for(stage: str, src, config: ml_collections.ConfigDict, step: int) -> tuple[dict, ...]:
+    """This process's rows of the host batch(es) for global step ``step``: ``(batch,)``, or
+    ``(tr, val)`` for a bi-level step (``tr`` with K draws where
+    ``bilevel.distinct_inner_batches``; :meth:`Trainer.inner_batches` stacks them)."""
     b = config.batch
     if stage == "bilevel":
-        tr, val = data.patient_split_batch(src, b.tr_size, b.val_size, seed=config.seed, step=step)
+        inner = config.bilevel.inner_steps if config.bilevel.distinct_inner_batches else 1
+        tr, val = data.patient_split_batch(
+            src, b.tr_size, b.val_size, seed=config.seed, step=step, inner=inner
+        )
         return sharding.process_rows(tr), sharding.process_rows(val)
     return (sharding.process_rows(data.sample_batch(src, b.size, seed=config.seed, step=step)),)
 
@@ -145,13 +151,18 @@ def _train(config, workdir: Path, *, resume, progress, stop_after, trainer) -> d
     log = MetricsLog(workdir / "metrics.jsonl", restored_step=start)
     total = trainer.plan.total if stop_after is None else min(stop_after, trainer.plan.total)
     bar = tqdm(total=total, initial=start, disable=not progress, desc="train", dynamic_ncols=True)
+    monitor = monitor_for(trainer)
     try:
         for step in range(start, total):
-            stage, _ = trainer.plan.locate(step)
-            batches = [sharding.put_batch(mesh, b) for b in _batch_for(stage, train_src, config, step)]
+            stage, within = trainer.plan.locate(step)
+            batches = [sharding.put_batch(mesh, b) for b in batch_for(stage, train_src, config, step)]
+            # before the step, which donates the state
+            watched = stage == "bilevel" and monitor is not None and monitor.due(within)
+            extra = monitor(state, *batches) if watched else {}
             state, metrics = trainer.steps[stage](state, *batches)
+            metrics = {**metrics, **extra}
             last = step + 1 == total or step + 1 == trainer.plan.end_of(stage)
-            log_now = (step + 1) % config.log_every == 0 or last
+            log_now = (step + 1) % config.log_every == 0 or last or watched
             save_now = (step + 1) % config.checkpoint_every == 0 or last
             if log_now or save_now:  # never checkpoint a state whose loss we have not checked
                 values = _scalars(metrics)

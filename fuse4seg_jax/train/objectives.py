@@ -79,6 +79,7 @@ class Objectives:
         class_weights: Dice class weights (background, NCR, ED, ET).
         follower_input: what the follower sees in the single-level follower stage.
         compute_dtype: ``float32`` or ``bfloat16``; parameters stay float32, losses are float32.
+            ``float64`` (with JAX's x64 mode, for solver studies) computes and returns float64.
         discriminator: the per-modality discriminator of adversarial pre-training (or None).
         adversarial: weight of the generator term in adversarial pre-training (v1 eq. 9's lambda).
         generator_form: ``minimax`` (v1 eq. 10) or ``non_saturating``.
@@ -99,17 +100,22 @@ class Objectives:
     generator_form: str = "minimax"
     pretrain_decomp: float = 2.0
 
+    @property
+    def loss_dtype(self) -> jnp.dtype:
+        """What the losses and the models' outputs are computed in: float32, or float64."""
+        return jnp.promote_types(jnp.float32, jnp.dtype(self.compute_dtype))
+
     def fuse(self, leader: Any, images: jax.Array) -> dict[str, jax.Array]:
-        """Run the leader; returns its output dict with float32 arrays."""
+        """Run the leader; returns its output dict with arrays in ``loss_dtype``."""
         dtype = jnp.dtype(self.compute_dtype)
         out = self.fusion.apply(cast_floats(leader, dtype), images.astype(dtype))
-        return cast_floats(out, jnp.float32)
+        return cast_floats(out, self.loss_dtype)
 
     def segment(self, follower: Any, x: jax.Array) -> jax.Array:
-        """Follower logits ``(B, H, W, classes)`` as float32."""
+        """Follower logits ``(B, H, W, classes)`` in ``loss_dtype``."""
         dtype = jnp.dtype(self.compute_dtype)
         logits = self.segmentation.apply(cast_floats(follower, dtype), x.astype(dtype))
-        return logits.astype(jnp.float32)
+        return logits.astype(self.loss_dtype)
 
     def follower_view(self, kind: str, leader: Any, images: jax.Array) -> jax.Array:
         """The follower's input: mean of the modalities, the fused image, or the stack."""
@@ -122,7 +128,7 @@ class Objectives:
         raise ValueError(f"unknown follower input {kind!r}; expected one of {FOLLOWER_INPUTS}")
 
     def _seg_loss(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
-        return losses.dice_ce_loss(logits, labels, jnp.asarray(self.class_weights, jnp.float32))
+        return losses.dice_ce_loss(logits, labels, jnp.asarray(self.class_weights, self.loss_dtype))
 
     def fusion_terms(self, out: dict[str, jax.Array], images: jax.Array) -> dict[str, jax.Array]:
         """The physical regularisers of the upper level (every weighted term), unweighted."""
@@ -171,10 +177,10 @@ class Objectives:
 
     def _autoencode(self, leader: Any, images: jax.Array) -> dict[str, jax.Array]:
         """The leader's ``autoencode`` pass: ``images``, ``low``, ``high`` stacked modality-major,
-        ``(N, B, H, W, C)``, as float32."""
+        ``(N, B, H, W, C)``, in ``loss_dtype``."""
         dtype = jnp.dtype(self.compute_dtype)
         out = self.fusion.apply(cast_floats(leader, dtype), images.astype(dtype), method="autoencode")
-        return cast_floats({k: out[k] for k in ("images", "low", "high")}, jnp.float32)
+        return cast_floats({k: out[k] for k in ("images", "low", "high")}, self.loss_dtype)
 
     @staticmethod
     def _autoencoder_terms(rec: dict[str, jax.Array], images: jax.Array) -> dict[str, jax.Array]:
@@ -196,7 +202,7 @@ class Objectives:
         its own modality's images ``(N, B, H, W, 1)``."""
         dtype = jnp.dtype(self.compute_dtype)
         logits = jax.vmap(self.discriminator.apply)(cast_floats(discriminators, dtype), images.astype(dtype))
-        return logits.astype(jnp.float32)
+        return logits.astype(self.loss_dtype)
 
     def adversarial_pretrain_loss(self, leader: Any, discriminators: Any, batch: Batch):
         """Fuse4Seg v1 pre-training: the autoencoder loss plus a GAN game per modality.

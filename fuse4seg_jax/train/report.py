@@ -15,6 +15,7 @@ from fuse4seg_jax.atomic import atomic_file  # noqa: E402
 from fuse4seg_jax.metrics import REGIONS, write_scores  # noqa: E402
 from fuse4seg_jax.metrics.fusion import AGAINST_SOURCES, FUSED_ONLY  # noqa: E402
 from fuse4seg_jax.metrics.summary import MEAN_REGIONS  # noqa: E402
+from fuse4seg_jax.train.monitor import KEYS as MONITOR_KEYS  # noqa: E402
 from fuse4seg_jax.train.rundir import read_metrics  # noqa: E402
 
 CLASS_COLOURS = np.array([[0, 0, 0], [230, 60, 60], [60, 200, 60], [250, 220, 40]], np.float32) / 255
@@ -107,6 +108,14 @@ def save_curves(path: Path, records: list[dict], keys: tuple[str, ...], title: s
     return True
 
 
+def solver_panels(records: list[dict]) -> tuple[str, ...]:
+    """The hypergradient diagnostics worth a panel: the norm, and ``residual``, ``iterations`` and
+    ``reason`` only where the solver ever set them (first-order logs them as 0 throughout), and the
+    exactness monitor's metrics where it ran."""
+    optional = ("residual", "iterations", "reason", *MONITOR_KEYS)
+    return ("hypergrad_norm",) + tuple(k for k in optional if any(r.get(k, 0) != 0 for r in records))
+
+
 def write_report(workdir: Path, config: ml_collections.ConfigDict, result: dict, gallery: int) -> str:
     """Write scores (CSV, JSON), pictures and ``report.md`` into ``workdir``; return the tables.
 
@@ -124,7 +133,7 @@ def write_report(workdir: Path, config: ml_collections.ConfigDict, result: dict,
     if save_curves(
         workdir / "hypergradient.png",
         records,
-        ("hypergrad_norm", "residual", "iterations"),
+        solver_panels(records),
         f"solver: {config.bilevel.solver}",
     ):
         pictures.append("hypergradient.png")

@@ -212,10 +212,19 @@ class Trainer:
 
         return step
 
+    def inner_batches(self, tr: dict) -> dict:
+        """The K inner batches ``(K, B, ...)`` of a bi-level step from its D_tr rows: K copies of
+        ``tr`` (Algorithm 1 as written), or with ``bilevel.distinct_inner_batches`` the K draws
+        that ``fuse4seg_jax.data.patient_split_batch`` interleaved sample-major."""
+        k = self.config.bilevel.inner_steps
+        if self.config.bilevel.distinct_inner_batches:
+            # sample-major rows keep the split along the batch axis: no data moves between devices
+            return jax.tree.map(lambda x: jnp.moveaxis(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 1, 0), tr)
+        return jax.tree.map(lambda x: jnp.broadcast_to(x, (k, *x.shape)), tr)
+
     def _bilevel_step(self, state: State, tr: dict, val: dict) -> tuple[State, dict]:
         """Algorithm 1's rollout: K follower steps on D_tr, one leader step on L_upper over D_val."""
-        k = self.config.bilevel.inner_steps
-        inner_batches = jax.tree.map(lambda x: jnp.broadcast_to(x, (k, *x.shape)), tr)
+        inner_batches = self.inner_batches(tr)
         bstate = bilevel.BilevelState(
             inner_params=state["follower"],
             outer_params=state["leader"],
