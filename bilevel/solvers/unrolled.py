@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from bilevel import curvature, inner_loop, tree
+from bilevel import curvature, inner_loop, schedule, tree
 from bilevel.errors import require_positive
 from bilevel.solvers.base import OuterTerms, Solver, SolverCall, SolverOutput, solver_output
 
@@ -21,20 +21,20 @@ class Unrolled(Solver):
 
     What the reverse pass stores: each differentiated step's reverse rule is built from
     forward-over-reverse products (:func:`bilevel.curvature.differentiable_step`) and keeps as
-    residuals only the step's inputs (inner parameters, optimiser state) and its inner gradient,
-    never the inner loss's activations, which the backward pass recomputes. Without ``remat`` that
-    is ``T`` such residual sets for ``T`` differentiated steps; with ``remat`` only the inner
-    states at segment boundaries are kept through the forward pass (about ``sqrt(T)``) and one
-    segment's residuals are recomputed at a time in the backward pass, about ``2 sqrt(T)`` sets at
-    most. The values are the same either way. This is what the program asks to store, not a
-    bound on compiled memory: on XLA:CPU the compiled step's temporaries were measured to grow by
-    about one step's activations per step with or without ``remat`` (``benchmarks/hypergrad_cost.py``
-    prints the table).
+    residuals only the step's inputs (inner parameters, optimiser state, batch) and its inner
+    gradient, never the inner loss's activations, which the backward pass recomputes once the
+    step's cotangent exists. Without ``remat`` that is ``T`` such residual sets for ``T``
+    differentiated steps; with ``remat`` only the inner states at segment boundaries are kept
+    through the forward pass (about ``sqrt(T)``) and one segment's residuals are recomputed at a
+    time in the backward pass, about ``2 sqrt(T)`` sets at most. The values are the same either
+    way (to rounding: the two programs are compiled differently). Compiled temporaries are then
+    one step's activations plus the residual sets: on a small conv problem, K = 20 needs 1.2x the
+    temporaries of K = 1 (``docs/solvers.md#rematerialisation``).
 
     Arguments:
         truncate: differentiate only the last ``truncate`` steps (> 0; the earlier ones run with
             the leader's influence cut); ``None`` or a value >= K differentiates all K.
-        remat: checkpoint segments of ``ceil(sqrt(T))`` steps with ``jax.checkpoint``.
+        remat: checkpoint segments of ``ceil(sqrt(T))`` steps (recomputed in the backward pass).
 
     Raises:
         SolverConfigError: ``truncate`` is not positive.
@@ -74,12 +74,35 @@ class Unrolled(Solver):
         def run_segment(i, s, o, b):
             return inner_loop.run(step, i, s, o, b, scan=self.scan_inner)
 
-        run_segment = jax.checkpoint(run_segment)
+        run_segment = _recomputed_in_backward(run_segment)
         info = None
         for start in range(0, t, segment):
             batches_seg = inner_loop.batch_at(batches, slice(start, min(start + segment, t)))
             inner, state, info = run_segment(inner, state, outer, batches_seg)
         return inner, state, info
+
+
+def _recomputed_in_backward(fn):
+    """``fn`` whose reverse pass stores only its inputs and reruns it once its cotangent exists.
+
+    This is ``jax.checkpoint`` with the recomputation ordered after the incoming cotangent
+    (:func:`bilevel.schedule.after`): ``jax.checkpoint`` orders it with an optimisation barrier,
+    which XLA:CPU drops, so every segment's recomputation ran in the forward sweep and was kept.
+    """
+
+    @jax.custom_vjp
+    def wrapped(*args):
+        return fn(*args)
+
+    def forward(*args):
+        return fn(*args), args
+
+    def backward(args, cotangent):
+        _, vjp = jax.vjp(fn, *schedule.after(args, cotangent))
+        return vjp(cotangent)
+
+    wrapped.defvjp(forward, backward)
+    return wrapped
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
