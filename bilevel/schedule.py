@@ -7,11 +7,13 @@ there, and its results then stay live until their consumer, K steps later
 (``docs/solvers.md#rematerialisation``). ``jax.lax.optimization_barrier`` is the documented way to
 order such work, but XLA:CPU removes barriers before it schedules (its
 ``OptimizationBarrierExpander`` pass), so on CPU only a data dependency orders anything.
-:func:`after` adds one that no simplification removes and that changes no value.
+:func:`after` adds one that no simplification removes and that changes no value;
+:func:`checkpoint` is ``jax.checkpoint`` built on it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -41,3 +43,33 @@ def after(values: PyTree, anchor: PyTree) -> PyTree:
         return values
     zero = sum((0 * s).astype(jnp.float32) for s in sums)
     return jax.tree.map(lambda leaf: leaf + zero.astype(leaf.dtype), values)
+
+
+def checkpoint(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` whose reverse pass stores only its inputs and reruns it once its cotangent exists.
+
+    The values and derivatives of ``jax.checkpoint(fn)``; ``jax.checkpoint`` orders its
+    recomputation with an optimisation barrier, which XLA:CPU drops, so there the recomputation of
+    every checkpointed call could run in the forward pass and all of them be kept. Here the
+    recomputation's inputs pass through :func:`after` the incoming cotangent.
+
+    Arguments:
+        fn: a function of positional array pytrees (differentiated with respect to all of them).
+
+    Returns:
+        ``fn`` with that reverse rule (first order: it is not meant to be differentiated twice).
+    """
+
+    @jax.custom_vjp
+    def wrapped(*args):
+        return fn(*args)
+
+    def forward(*args):
+        return fn(*args), args
+
+    def backward(args, cotangent):
+        _, vjp = jax.vjp(fn, *after(args, cotangent))
+        return vjp(cotangent)
+
+    wrapped.defvjp(forward, backward)
+    return wrapped

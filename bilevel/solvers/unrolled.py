@@ -74,35 +74,12 @@ class Unrolled(Solver):
         def run_segment(i, s, o, b):
             return inner_loop.run(step, i, s, o, b, scan=self.scan_inner)
 
-        run_segment = _recomputed_in_backward(run_segment)
+        run_segment = schedule.checkpoint(run_segment)
         info = None
         for start in range(0, t, segment):
             batches_seg = inner_loop.batch_at(batches, slice(start, min(start + segment, t)))
             inner, state, info = run_segment(inner, state, outer, batches_seg)
         return inner, state, info
-
-
-def _recomputed_in_backward(fn):
-    """``fn`` whose reverse pass stores only its inputs and reruns it once its cotangent exists.
-
-    This is ``jax.checkpoint`` with the recomputation ordered after the incoming cotangent
-    (:func:`bilevel.schedule.after`): ``jax.checkpoint`` orders it with an optimisation barrier,
-    which XLA:CPU drops, so every segment's recomputation ran in the forward sweep and was kept.
-    """
-
-    @jax.custom_vjp
-    def wrapped(*args):
-        return fn(*args)
-
-    def forward(*args):
-        return fn(*args), args
-
-    def backward(args, cotangent):
-        _, vjp = jax.vjp(fn, *schedule.after(args, cotangent))
-        return vjp(cotangent)
-
-    wrapped.defvjp(forward, backward)
-    return wrapped
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
