@@ -91,6 +91,7 @@ def test_truncated_unrolled_is_the_exact_gradient_of_the_truncated_map():
         pytest.param(bilevel.Unrolled(scan_inner=True), "adamw", marks=pytest.mark.slow),
         pytest.param(bilevel.Unrolled(remat=True, scan_inner=True), "adamw", marks=pytest.mark.slow),
         (bilevel.UnrolledForward(), "momentum"),
+        (bilevel.UnrolledForward(directions_per_pass=2), "momentum"),
     ],
 )
 def test_remat_scan_and_forward_mode_give_the_same_gradient(solver, opt_name):
@@ -102,6 +103,11 @@ def test_remat_scan_and_forward_mode_give_the_same_gradient(solver, opt_name):
         out = cf.solve(solver, inner_opt, batches)
         np.testing.assert_allclose(out.hypergrad, reference.hypergrad, rtol=1e-12)
         np.testing.assert_allclose(out.inner_params, reference.inner_params, rtol=1e-13)
+
+
+def test_unrolled_forward_rejects_a_non_positive_pass_size():
+    with pytest.raises(bilevel.SolverConfigError, match="directions_per_pass must be positive, got 0"):
+        bilevel.UnrolledForward(directions_per_pass=0)
 
 
 def _conv(x, w):

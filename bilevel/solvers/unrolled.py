@@ -88,8 +88,22 @@ class UnrolledForward(Solver):
 
     One JVP of the inner loop per leader coordinate, vectorised with ``vmap``: nothing is stored
     for a reverse pass, and the cost grows with the number of leader parameters, so it suits a
-    few hyper-parameters (loss weights, regularisers).
+    few hyper-parameters (loss weights, regularisers). Vectorised over all D coordinates at once,
+    the program holds D copies of every inner-loop activation (66 GiB of temporaries on a small
+    conv leader); ``directions_per_pass`` bounds that to so many copies, the passes running one
+    after another (``lax.map``).
+
+    Arguments:
+        directions_per_pass: leader coordinates per vectorised pass (> 0); ``None``: all at once.
+
+    Raises:
+        SolverConfigError: ``directions_per_pass`` is not positive.
     """
+
+    directions_per_pass: int | None = None
+
+    def __post_init__(self):
+        require_positive("directions_per_pass", self.directions_per_pass, allow_none=True)
 
     def solve(self, call: SolverCall) -> SolverOutput:
         inner, state, info, outer = self.follow(call)
@@ -105,7 +119,10 @@ class UnrolledForward(Solver):
             return tree.vdot(outer.grad_inner, tangent)
 
         basis = jnp.eye(flat_outer.size, dtype=flat_outer.dtype)
-        indirect = jax.vmap(directional)(basis)
+        if self.directions_per_pass is None:
+            indirect = jax.vmap(directional)(basis)
+        else:
+            indirect = jax.lax.map(directional, basis, batch_size=self.directions_per_pass)
         hypergrad = tree.add(outer.grad_outer, unravel(indirect))
         k = inner_loop.num_steps(call.inner_batches)
         return solver_output(inner, state, hypergrad, info, outer, iterations=k)
