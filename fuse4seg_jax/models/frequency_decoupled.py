@@ -20,7 +20,6 @@ from flax import nnx
 from fuse4seg_jax.errors import ConfigError
 from fuse4seg_jax.models.inn import CouplingStack
 from fuse4seg_jax.models.registry import register
-from fuse4seg_jax.models.remat import apply_block
 from fuse4seg_jax.models.restormer import RestormerBlock, base_block
 
 # Floor on an image's intensity range in min_max_per_image: a constant image maps to 0, not NaN.
@@ -76,19 +75,16 @@ class Encoder(nnx.Module):
     def __init__(
         self, dim: int, heads: int, blocks: int, inn_layers: int, *, remat: bool = False, rngs: nnx.Rngs
     ):
-        self.remat = remat
         self.embed = nnx.Conv(1, dim, (3, 3), use_bias=False, rngs=rngs)
-        self.blocks = nnx.List([RestormerBlock(dim, heads, rngs=rngs) for _ in range(blocks)])
-        self.low = base_block(dim, heads, rngs=rngs)
-        self.high = CouplingStack(dim, inn_layers, rngs=rngs)
+        self.blocks = nnx.List([RestormerBlock(dim, heads, remat=remat, rngs=rngs) for _ in range(blocks)])
+        self.low = base_block(dim, heads, remat=remat, rngs=rngs)
+        self.high = CouplingStack(dim, inn_layers, remat=remat, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         features = self.embed(x)
         for block in self.blocks:
-            features = apply_block(block, features, remat=self.remat)
-        return apply_block(self.low, features, remat=self.remat), apply_block(
-            self.high, features, remat=self.remat
-        )
+            features = block(features)
+        return self.low(features), self.high(features)
 
 
 class Decoder(nnx.Module):
@@ -105,16 +101,15 @@ class Decoder(nnx.Module):
     def __init__(
         self, in_dim: int, dim: int, heads: int, blocks: int, *, remat: bool = False, rngs: nnx.Rngs
     ):
-        self.remat = remat
         self.reduce = nnx.Conv(in_dim, dim, (1, 1), use_bias=False, rngs=rngs)
-        self.blocks = nnx.List([RestormerBlock(dim, heads, rngs=rngs) for _ in range(blocks)])
+        self.blocks = nnx.List([RestormerBlock(dim, heads, remat=remat, rngs=rngs) for _ in range(blocks)])
         self.head = nnx.Conv(dim, dim // 2, (3, 3), use_bias=False, rngs=rngs)
         self.out = nnx.Conv(dim // 2, 1, (3, 3), use_bias=False, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.reduce(x)
         for block in self.blocks:
-            x = apply_block(block, x, remat=self.remat)
+            x = block(x)
         return jax.nn.sigmoid(self.out(jax.nn.leaky_relu(self.head(x), negative_slope=0.01)))
 
 
@@ -134,9 +129,9 @@ class FrequencyDecoupledFusion(nnx.Module):
         encoder_blocks: Restormer blocks before the two branches.
         decoder_blocks: Restormer blocks in the decoder.
         inn_layers: coupling layers of the encoder's detail branch; the fusion unit has 1.
-        remat: recompute each block's activations in the backward pass (the encoder's and
-            decoder's Restormer blocks, the base and detail branches, the fusion units) instead of
-            storing them: the same values, less memory, about one more forward pass of compute
+        remat: recompute activations in the backward pass instead of storing them, piece by
+            piece (each Restormer block's attention and feed-forward branch, each coupling's
+            bottleneck): the same values, less memory, about one more forward pass of compute
             (``docs/conventions.md#memory``). Not a size, but set like one
             (``model.fusion_sizes.frequency_decoupled.remat``).
         rngs: parameter initialisation.
@@ -158,10 +153,9 @@ class FrequencyDecoupledFusion(nnx.Module):
     ):
         check_sizes(num_modalities, dim, heads)
         self.num_modalities = num_modalities
-        self.remat = remat
         self.encoder = Encoder(dim, heads, encoder_blocks, inn_layers, remat=remat, rngs=rngs)
-        self.fuse_low = base_block(dim, heads, rngs=rngs)
-        self.fuse_high = CouplingStack(dim, 1, rngs=rngs)
+        self.fuse_low = base_block(dim, heads, remat=remat, rngs=rngs)
+        self.fuse_high = CouplingStack(dim, 1, remat=remat, rngs=rngs)
         self.decoder = Decoder(2 * dim, dim, heads, decoder_blocks, remat=remat, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
@@ -179,8 +173,8 @@ class FrequencyDecoupledFusion(nnx.Module):
         low, high = self.encoder(fold_modalities(x))
         low = low.reshape(n, b, h, w, -1)
         high = high.reshape(n, b, h, w, -1)
-        fused_low = apply_block(self.fuse_low, jnp.sum(low, axis=0), remat=self.remat)
-        fused_high = apply_block(self.fuse_high, jnp.sum(high, axis=0), remat=self.remat)
+        fused_low = self.fuse_low(jnp.sum(low, axis=0))
+        fused_high = self.fuse_high(jnp.sum(high, axis=0))
         image = self.decoder(jnp.concatenate([fused_low, fused_high], axis=-1))
         return {"fused": min_max_per_image(image), "low": low, "high": high}
 

@@ -14,18 +14,19 @@ from flax import nnx
 from bilevel import schedule
 
 
-def apply_block(block: nnx.Module, x: jax.Array, *, remat: bool) -> jax.Array:
-    """``block(x)``, rematerialised in the backward pass when ``remat`` is true.
+def apply_block(block: nnx.Module, x: jax.Array, *, remat: bool, method: str = "__call__") -> jax.Array:
+    """``block.<method>(x)``, rematerialised in the backward pass when ``remat`` is true.
 
     Arguments:
-        block: a stateless NNX module (parameters only), called on one array.
-        x: its input.
-        remat: recompute the block's activations in the backward pass instead of storing them.
+        block: a stateless NNX module (parameters only).
+        x: the input of its method.
+        remat: recompute the method's activations in the backward pass instead of storing them.
+        method: which method of ``block`` maps ``x`` (default: calling it).
 
     Returns:
-        ``block(x)``; the same values either way.
+        ``block.<method>(x)``; the same values either way.
     """
     if not remat:
-        return block(x)
+        return getattr(block, method)(x)
     graphdef, state = nnx.split(block)
-    return schedule.checkpoint(lambda state, x: nnx.merge(graphdef, state)(x))(state, x)
+    return schedule.checkpoint(lambda state, x: getattr(nnx.merge(graphdef, state), method)(x))(state, x)
