@@ -15,8 +15,7 @@ from typing import Any
 import jax
 import optax
 
-from bilevel import inner_loop, tree
-from bilevel.inner_loop import StepInfo
+from bilevel import inner_loop, schedule, tree
 from bilevel.problem import Problem
 
 PyTree = Any
@@ -37,7 +36,7 @@ def gradient_products(
         structure), from one forward-over-reverse pass.
     """
     grads = jax.grad(loss, argnums=(0, 1))
-    (grad_inner, _), (hu, mu) = jax.jvp(lambda i, o: grads(i, o), (inner, outer), (u, tree.zeros_like(outer)))
+    (grad_inner, _), (hu, mu) = jax.jvp(lambda i: grads(i, outer), (inner,), (u,))
     return grad_inner, hu, mu
 
 
@@ -68,10 +67,10 @@ def differentiable_step(
         return plain(inner, opt_state, outer, batch)
 
     def step_fwd(inner, opt_state, outer, batch):
-        (loss, aux), grad = jax.value_and_grad(problem.inner_value, has_aux=True)(inner, outer, batch)
-        new_inner, new_state = inner_loop.apply_optimizer(inner_opt, grad, opt_state, inner)
-        out = (new_inner, new_state, StepInfo(loss, tree.norm(grad), aux))
-        return out, (inner, opt_state, outer, batch, grad)
+        new_inner, new_state, info, grad = inner_loop.descend(
+            problem, inner_opt, inner, opt_state, outer, batch
+        )
+        return (new_inner, new_state, info), (inner, opt_state, outer, batch, grad)
 
     def step_bwd(residuals, cotangents):
         inner, opt_state, outer, batch, grad = residuals
@@ -80,6 +79,9 @@ def differentiable_step(
             lambda g, s, p: inner_loop.apply_optimizer(inner_opt, g, s, p), grad, opt_state, inner
         )
         ct_grad, ct_opt_state, ct_params = optimizer_vjp((ct_inner, ct_state))
+        # Recompute only once the cotangent exists: otherwise XLA may run every step's
+        # recomputation during the forward sweep and keep all of them (bilevel.schedule).
+        inner, outer, batch = schedule.after((inner, outer, batch), ct_grad)
 
         def loss(i, o):
             return problem.inner_value(i, o, batch)[0]

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import jax
 import optax
 
-from bilevel import tree
+from bilevel import schedule, tree
 from bilevel.problem import Problem
 
 PyTree = Any
@@ -59,13 +59,30 @@ def apply_optimizer(
     return optax.apply_updates(inner, updates), opt_state
 
 
+def descend(
+    problem: Problem,
+    inner_opt: optax.GradientTransformation,
+    inner: PyTree,
+    opt_state: PyTree,
+    outer: PyTree,
+    batch: PyTree,
+) -> tuple[PyTree, PyTree, StepInfo, PyTree]:
+    """One optimiser step on ``problem.inner_loss``: new inner parameters and optimiser state,
+    the ``StepInfo``, and the inner gradient the step used.
+    """
+    # The leader's part of the step needs only outer and batch: made to wait for the step's
+    # input, or XLA may compute it for all K steps at the start and keep every result.
+    outer, batch = schedule.after((outer, batch), inner)
+    (loss, aux), grad = jax.value_and_grad(problem.inner_value, has_aux=True)(inner, outer, batch)
+    new_inner, opt_state = apply_optimizer(inner_opt, grad, opt_state, inner)
+    return new_inner, opt_state, StepInfo(loss, tree.norm(grad), aux), grad
+
+
 def plain_step(problem: Problem, inner_opt: optax.GradientTransformation) -> Step:
     """One optimiser step on ``problem.inner_loss`` (differentiable by JAX's own rules)."""
 
     def step(inner, opt_state, outer, batch):
-        (loss, aux), grad = jax.value_and_grad(problem.inner_value, has_aux=True)(inner, outer, batch)
-        inner, opt_state = apply_optimizer(inner_opt, grad, opt_state, inner)
-        return inner, opt_state, StepInfo(loss, tree.norm(grad), aux)
+        return descend(problem, inner_opt, inner, opt_state, outer, batch)[:3]
 
     return step
 

@@ -278,3 +278,23 @@ def test_gradients_are_finite_and_reach_every_parameter(family, name, x):
 def test_split_module_keeps_only_parameters():
     _, params = split_module(CouplingStack(4, 1, rngs=nnx.Rngs(0)))
     assert count_params(params) == _coupling(4)
+
+
+@pytest.mark.slow
+def test_frequency_decoupled_remat_keeps_values_and_halves_backward_memory():
+    sizes = {"dim": 16, "heads": 2, "encoder_blocks": 1, "decoder_blocks": 1, "inn_layers": 1}
+    x = jax.random.uniform(jax.random.key(1), (2, 32, 32, 2))
+    results = {}
+    for remat in (False, True):
+        model, params = create(
+            "fusion", "frequency_decoupled", key=jax.random.key(0), num_modalities=2, remat=remat, **sizes
+        )
+        compiled = (
+            jax.jit(jax.grad(lambda p, x, model=model: jnp.sum(model.apply(p, x)["fused"] ** 2)))
+            .lower(params, x)
+            .compile()
+        )
+        results[remat] = (compiled.memory_analysis().temp_size_in_bytes, compiled(params, x))
+    assert results[True][0] <= 0.6 * results[False][0], (results[True][0], results[False][0])
+    for a, b in zip(jax.tree.leaves(results[True][1]), jax.tree.leaves(results[False][1]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-4 * np.max(np.abs(b)))  # float32 rounding

@@ -46,3 +46,20 @@ def test_the_cpu_and_accelerator_forms_agree(c_in, c_out, groups):
     np.testing.assert_allclose(shifted_sum_conv(x, kernel, groups), native_conv(x, kernel, groups), atol=1e-5)
     lowered = jax.jit(lambda x, k: grouped_conv(x, k, groups, "VALID")).lower(x, kernel).as_text()
     assert "feature_group_count" not in lowered  # lowered for CPU: the shifted sum only
+
+
+@pytest.mark.parametrize(
+    "kernel_shape, groups, most",
+    [((7, 7, 1, 16), 16, 60), ((3, 3, 2, 16), 8, 16)],  # as written: 98 and 28 activations
+)
+def test_backward_does_not_keep_every_shifted_copy(kernel_shape, groups, most):
+    """Compiled temporaries of forward+backward through two convs, in activations of the input."""
+    x = jax.ShapeDtypeStruct((2, 32, 32, 16), jnp.float32)
+    kernel = jax.ShapeDtypeStruct(kernel_shape, jnp.float32)
+
+    def loss(x, k):
+        return jnp.sum(jnp.sin(grouped_conv(grouped_conv(x, k, groups), k, groups)))
+
+    compiled = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, kernel).compile()
+    activations = compiled.memory_analysis().temp_size_in_bytes / (2 * 32 * 32 * 16 * 4)
+    assert activations <= most, activations

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from bilevel import curvature, inner_loop, tree
+from bilevel import curvature, inner_loop, schedule, tree
 from bilevel.errors import require_positive
 from bilevel.solvers.base import OuterTerms, Solver, SolverCall, SolverOutput, solver_output
 
@@ -21,20 +21,20 @@ class Unrolled(Solver):
 
     What the reverse pass stores: each differentiated step's reverse rule is built from
     forward-over-reverse products (:func:`bilevel.curvature.differentiable_step`) and keeps as
-    residuals only the step's inputs (inner parameters, optimiser state) and its inner gradient,
-    never the inner loss's activations, which the backward pass recomputes. Without ``remat`` that
-    is ``T`` such residual sets for ``T`` differentiated steps; with ``remat`` only the inner
-    states at segment boundaries are kept through the forward pass (about ``sqrt(T)``) and one
-    segment's residuals are recomputed at a time in the backward pass, about ``2 sqrt(T)`` sets at
-    most. The values are the same either way. This is what the program asks to store, not a
-    bound on compiled memory: on XLA:CPU the compiled step's temporaries were measured to grow by
-    about one step's activations per step with or without ``remat`` (``benchmarks/hypergrad_cost.py``
-    prints the table).
+    residuals only the step's inputs (inner parameters, optimiser state, batch) and its inner
+    gradient, never the inner loss's activations, which the backward pass recomputes once the
+    step's cotangent exists. Without ``remat`` that is ``T`` such residual sets for ``T``
+    differentiated steps; with ``remat`` only the inner states at segment boundaries are kept
+    through the forward pass (about ``sqrt(T)``) and one segment's residuals are recomputed at a
+    time in the backward pass, about ``2 sqrt(T)`` sets at most. The values are the same either
+    way (to rounding: the two programs are compiled differently). Compiled temporaries are then
+    one step's activations plus the residual sets: on a small conv problem, K = 20 needs 1.2x the
+    temporaries of K = 1 (``docs/solvers.md#rematerialisation``).
 
     Arguments:
         truncate: differentiate only the last ``truncate`` steps (> 0; the earlier ones run with
             the leader's influence cut); ``None`` or a value >= K differentiates all K.
-        remat: checkpoint segments of ``ceil(sqrt(T))`` steps with ``jax.checkpoint``.
+        remat: checkpoint segments of ``ceil(sqrt(T))`` steps (recomputed in the backward pass).
 
     Raises:
         SolverConfigError: ``truncate`` is not positive.
@@ -74,7 +74,7 @@ class Unrolled(Solver):
         def run_segment(i, s, o, b):
             return inner_loop.run(step, i, s, o, b, scan=self.scan_inner)
 
-        run_segment = jax.checkpoint(run_segment)
+        run_segment = schedule.checkpoint(run_segment)
         info = None
         for start in range(0, t, segment):
             batches_seg = inner_loop.batch_at(batches, slice(start, min(start + segment, t)))
@@ -88,8 +88,22 @@ class UnrolledForward(Solver):
 
     One JVP of the inner loop per leader coordinate, vectorised with ``vmap``: nothing is stored
     for a reverse pass, and the cost grows with the number of leader parameters, so it suits a
-    few hyper-parameters (loss weights, regularisers).
+    few hyper-parameters (loss weights, regularisers). Vectorised over all D coordinates at once,
+    the program holds D copies of every inner-loop activation (66 GiB of temporaries on a small
+    conv leader); ``directions_per_pass`` bounds that to so many copies, the passes running one
+    after another (``lax.map``).
+
+    Arguments:
+        directions_per_pass: leader coordinates per vectorised pass (> 0); ``None``: all at once.
+
+    Raises:
+        SolverConfigError: ``directions_per_pass`` is not positive.
     """
+
+    directions_per_pass: int | None = None
+
+    def __post_init__(self):
+        require_positive("directions_per_pass", self.directions_per_pass, allow_none=True)
 
     def solve(self, call: SolverCall) -> SolverOutput:
         inner, state, info, outer = self.follow(call)
@@ -105,7 +119,10 @@ class UnrolledForward(Solver):
             return tree.vdot(outer.grad_inner, tangent)
 
         basis = jnp.eye(flat_outer.size, dtype=flat_outer.dtype)
-        indirect = jax.vmap(directional)(basis)
+        if self.directions_per_pass is None:
+            indirect = jax.vmap(directional)(basis)
+        else:
+            indirect = jax.lax.map(directional, basis, batch_size=self.directions_per_pass)
         hypergrad = tree.add(outer.grad_outer, unravel(indirect))
         k = inner_loop.num_steps(call.inner_batches)
         return solver_output(inner, state, hypergrad, info, outer, iterations=k)

@@ -76,12 +76,20 @@ class Encoder(nnx.Module):
     """
 
     def __init__(
-        self, dim: int, heads: int, blocks: int, inn_layers: int, *, inn_haar: bool = False, rngs: nnx.Rngs
+        self,
+        dim: int,
+        heads: int,
+        blocks: int,
+        inn_layers: int,
+        *,
+        inn_haar: bool = False,
+        remat: bool = False,
+        rngs: nnx.Rngs,
     ):
         self.embed = nnx.Conv(1, dim, (3, 3), use_bias=False, rngs=rngs)
-        self.blocks = nnx.List([RestormerBlock(dim, heads, rngs=rngs) for _ in range(blocks)])
-        self.low = base_block(dim, heads, rngs=rngs)
-        self.high = CouplingStack(dim, inn_layers, haar=inn_haar, rngs=rngs)
+        self.blocks = nnx.List([RestormerBlock(dim, heads, remat=remat, rngs=rngs) for _ in range(blocks)])
+        self.low = base_block(dim, heads, remat=remat, rngs=rngs)
+        self.high = CouplingStack(dim, inn_layers, haar=inn_haar, remat=remat, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         features = self.embed(x)
@@ -101,9 +109,11 @@ class Decoder(nnx.Module):
     Call: ``x: (B, H, W, in_dim) -> (B, H, W, 1)`` in (0, 1).
     """
 
-    def __init__(self, in_dim: int, dim: int, heads: int, blocks: int, *, rngs: nnx.Rngs):
+    def __init__(
+        self, in_dim: int, dim: int, heads: int, blocks: int, *, remat: bool = False, rngs: nnx.Rngs
+    ):
         self.reduce = nnx.Conv(in_dim, dim, (1, 1), use_bias=False, rngs=rngs)
-        self.blocks = nnx.List([RestormerBlock(dim, heads, rngs=rngs) for _ in range(blocks)])
+        self.blocks = nnx.List([RestormerBlock(dim, heads, remat=remat, rngs=rngs) for _ in range(blocks)])
         self.head = nnx.Conv(dim, dim // 2, (3, 3), use_bias=False, rngs=rngs)
         self.out = nnx.Conv(dim // 2, 1, (3, 3), use_bias=False, rngs=rngs)
 
@@ -124,6 +134,7 @@ class Decoder(nnx.Module):
         "decoder_blocks": 4,
         "inn_layers": 3,
         "inn_haar": False,
+        "remat": False,
     },
     demo={
         "dim": 16,
@@ -132,6 +143,7 @@ class Decoder(nnx.Module):
         "decoder_blocks": 1,
         "inn_layers": 1,
         "inn_haar": False,
+        "remat": False,
     },
 )
 class FrequencyDecoupledFusion(nnx.Module):
@@ -146,6 +158,11 @@ class FrequencyDecoupledFusion(nnx.Module):
         inn_layers: coupling layers of the encoder's detail branch; the fusion unit has 1.
         inn_haar: squeeze the detail branch's couplings with a Haar wavelet (Fuse4Seg sec. 3.3.1's
             text; off by default, as CDDFuse's code, whose parameters the default matches).
+        remat: recompute activations in the backward pass instead of storing them, piece by
+            piece (each Restormer block's attention and feed-forward branch, each coupling's
+            bottleneck): the same values, less memory, about one more forward pass of compute
+            (``docs/conventions.md#memory``). Not a size, but set like one
+            (``model.fusion_sizes.frequency_decoupled.remat``).
         rngs: parameter initialisation.
 
     Spatial sizes: any ``H, W >= 2`` (the couplings reflect-pad by 1), odd or even; even and
@@ -162,15 +179,18 @@ class FrequencyDecoupledFusion(nnx.Module):
         decoder_blocks: int,
         inn_layers: int,
         inn_haar: bool = False,
+        remat: bool = False,
         rngs: nnx.Rngs,
     ):
         check_sizes(num_modalities, dim, heads)
         self.num_modalities = num_modalities
         self.min_size = 4 if inn_haar else 2
-        self.encoder = Encoder(dim, heads, encoder_blocks, inn_layers, inn_haar=inn_haar, rngs=rngs)
-        self.fuse_low = base_block(dim, heads, rngs=rngs)
-        self.fuse_high = CouplingStack(dim, 1, rngs=rngs)
-        self.decoder = Decoder(2 * dim, dim, heads, decoder_blocks, rngs=rngs)
+        self.encoder = Encoder(
+            dim, heads, encoder_blocks, inn_layers, inn_haar=inn_haar, remat=remat, rngs=rngs
+        )
+        self.fuse_low = base_block(dim, heads, remat=remat, rngs=rngs)
+        self.fuse_high = CouplingStack(dim, 1, remat=remat, rngs=rngs)
+        self.decoder = Decoder(2 * dim, dim, heads, decoder_blocks, remat=remat, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
         """Fuse the modalities of ``x``.

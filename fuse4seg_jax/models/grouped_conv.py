@@ -7,8 +7,10 @@ forward+backward for a 3x3 depthwise kernel, 35x / 2.3x for a 7x7 one, and 1.0x 
 and the ConvNeXt follower are built on such convolutions, so on CPU we compute them as shifted
 sums. On every other platform (GPU, TPU) the native grouped convolution is used: ``lax.
 platform_dependent`` picks the branch when the program is lowered, so one traced model serves both.
-The shifted sum also costs memory: the backward pass of the paper-size frequency-decoupled leader
-on 2 x 224 x 224 needs 40 GiB of XLA:CPU temporaries with it, 16 GiB with the native form.
+Differentiated as written, the shifted sum would keep every shifted copy for the backward pass:
+the paper-size frequency-decoupled leader's forward+backward on 2 x 224 x 224 needed 40 GiB of
+XLA:CPU temporaries. :func:`shifted_sum_conv` has its own reverse rule that keeps only its inputs,
+which brought that to 20 GiB (``docs/conventions.md#memory``).
 
 :class:`GroupedConv` has the parameters of ``nnx.Conv(..., feature_group_count=groups)`` (same
 names, shapes and initialisers) and computes the same cross-correlation.
@@ -16,15 +18,18 @@ names, shapes and initialisers) and computes the same cross-correlation.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from bilevel.schedule import after
+
 _DEFAULT_KERNEL_INIT = jax.nn.initializers.lecun_normal()
 
 
-def shifted_sum_conv(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Array:
-    """The CPU form: a ``VALID`` grouped cross-correlation as a sum of ``kh * kw`` shifted copies."""
+def _shifted_sum(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Array:
     kh, kw, per_group, c_out = kernel.shape
     b, h, w, _ = x.shape
     h_out, w_out = h - kh + 1, w - kw + 1
@@ -40,6 +45,30 @@ def shifted_sum_conv(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Array:
             mixed = jnp.einsum("bhwgi,gio->bhwgo", window.reshape(b, h_out, w_out, groups, per_group), taps)
             out = out + mixed.reshape(b, h_out, w_out, c_out)
     return out
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def shifted_sum_conv(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Array:
+    """The CPU form: a ``VALID`` grouped cross-correlation as a sum of ``kh * kw`` shifted copies.
+
+    Its reverse pass keeps only ``x`` and ``kernel`` and recomputes the shifted copies once the
+    output's cotangent exists: differentiated as written it would keep every copy (``kh * kw``
+    activations per layer) from the forward to the backward pass.
+    """
+    return _shifted_sum(x, kernel, groups)
+
+
+def _shifted_sum_fwd(x, kernel, groups):
+    return _shifted_sum(x, kernel, groups), (x, kernel)
+
+
+def _shifted_sum_bwd(groups, residuals, cotangent):
+    # Without the ordering XLA may recompute the copies during the forward pass (bilevel.schedule).
+    x, kernel = after(residuals, cotangent)
+    return jax.vjp(lambda x, k: _shifted_sum(x, k, groups), x, kernel)[1](cotangent)
+
+
+shifted_sum_conv.defvjp(_shifted_sum_fwd, _shifted_sum_bwd)
 
 
 def native_conv(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Array:

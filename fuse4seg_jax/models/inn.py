@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fuse4seg_jax.models.grouped_conv import GroupedConv
+from fuse4seg_jax.models.remat import apply_block
 
 
 class InvertedBottleneck(nnx.Module):
@@ -53,13 +54,16 @@ class AffineCoupling(nnx.Module):
 
     Arguments:
         dim: total channels ``C`` (even); each half has ``C/2``.
+        remat: recompute each bottleneck's activations in the backward pass instead of storing
+            them (``fuse4seg_jax.models.remat``).
         rngs: parameter initialisation.
     """
 
-    def __init__(self, dim: int, *, rngs: nnx.Rngs):
+    def __init__(self, dim: int, *, remat: bool = False, rngs: nnx.Rngs):
         if dim % 2:
             raise ValueError(f"the coupling splits channels in halves; dim {dim} is odd")
         half = dim // 2
+        self.remat = remat
         # Orthogonal start (condition number 1): a default random 64 x 64 kernel has a condition
         # number around 10^3, which alone costs three digits of the inverse in float32.
         self.mix = nnx.Conv(
@@ -71,8 +75,10 @@ class AffineCoupling(nnx.Module):
 
     def __call__(self, z1: jax.Array, z2: jax.Array) -> tuple[jax.Array, jax.Array]:
         z1, z2 = jnp.split(self.mix(jnp.concatenate([z1, z2], axis=-1)), 2, axis=-1)
-        z2 = z2 + self.phi(z1)
-        z1 = z1 * jnp.exp(self.rho(z2)) + self.eta(z2)
+        z2 = z2 + apply_block(self.phi, z1, remat=self.remat)
+        z1 = z1 * jnp.exp(apply_block(self.rho, z2, remat=self.remat)) + apply_block(
+            self.eta, z2, remat=self.remat
+        )
         return z1, z2
 
     def inverse(self, z1: jax.Array, z2: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -118,15 +124,16 @@ class CouplingStack(nnx.Module):
         haar: squeeze with :func:`haar_squeeze` before the couplings (which then work on ``4C``
             channels at half resolution) and unsqueeze after, as Fuse4Seg's section 3.3.1
             describes; CDDFuse's code has no squeeze (the default).
+        remat: recompute activations in the backward pass (see :class:`AffineCoupling`).
         rngs: parameter initialisation.
 
     Call: ``x: (B, H, W, C) -> (B, H, W, C)``; needs ``H, W >= 2`` (even and ``>= 4`` with ``haar``).
     """
 
-    def __init__(self, dim: int, layers: int, *, haar: bool = False, rngs: nnx.Rngs):
+    def __init__(self, dim: int, layers: int, *, haar: bool = False, remat: bool = False, rngs: nnx.Rngs):
         self.haar = haar
         width = 4 * dim if haar else dim
-        self.layers = nnx.List([AffineCoupling(width, rngs=rngs) for _ in range(layers)])
+        self.layers = nnx.List([AffineCoupling(width, remat=remat, rngs=rngs) for _ in range(layers)])
 
     def __call__(self, x: jax.Array) -> jax.Array:
         z1, z2 = jnp.split(haar_squeeze(x) if self.haar else x, 2, axis=-1)

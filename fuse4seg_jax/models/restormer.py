@@ -11,8 +11,8 @@ Public API:
 - :class:`ChannelLayerNorm` ``(dim, *, rngs)``: LayerNorm over the channel axis of each pixel.
 - :class:`MDTA` ``(dim, heads, *, qkv_mixing="depthwise", bias=False, rngs)``.
 - :class:`GDFN` ``(dim, hidden, *, channels_per_group=1, bias=False, rngs)``.
-- :class:`RestormerBlock` ``(dim, heads, *, expansion=2.0, bias=False, rngs)``.
-- :func:`base_block` ``(dim, heads, *, rngs) -> RestormerBlock``: the low-frequency variant.
+- :class:`RestormerBlock` ``(dim, heads, *, expansion=2.0, bias=False, rngs, remat=False)``.
+- :func:`base_block` ``(dim, heads, *, remat=False, rngs) -> RestormerBlock``: the low-frequency variant.
 
 Every module maps ``(B, H, W, dim) -> (B, H, W, dim)`` and accepts any ``H, W >= 1``.
 """
@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fuse4seg_jax.models.grouped_conv import GroupedConv
+from fuse4seg_jax.models.remat import apply_block
 
 # torch.nn.functional.normalize's floor on the norm, so all-zero rows normalise to zero, not NaN.
 _L2_EPS = 1e-12
@@ -164,6 +165,8 @@ class RestormerBlock(nnx.Module):
         rngs: parameter initialisation.
         attention, ffn: prebuilt sub-modules replacing the default MDTA / GDFN (see
             :func:`base_block`); ``heads``, ``expansion`` and ``bias`` then do not apply to them.
+        remat: recompute each of the two residual branches in the backward pass instead of
+            storing its activations (``fuse4seg_jax.models.remat``).
 
     Call: ``x: (B, H, W, C) -> (B, H, W, C)``.
     """
@@ -178,18 +181,28 @@ class RestormerBlock(nnx.Module):
         rngs: nnx.Rngs,
         attention: MDTA | None = None,
         ffn: GDFN | None = None,
+        remat: bool = False,
     ):
+        self.remat = remat
         self.norm1 = ChannelLayerNorm(dim, rngs=rngs)
         self.attention = MDTA(dim, heads, bias=bias, rngs=rngs) if attention is None else attention
         self.norm2 = ChannelLayerNorm(dim, rngs=rngs)
         self.ffn = GDFN(dim, int(dim * expansion), bias=bias, rngs=rngs) if ffn is None else ffn
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = x + self.attention(self.norm1(x))
-        return x + self.ffn(self.norm2(x))
+        x = x + apply_block(self, x, remat=self.remat, method="attend")
+        return x + apply_block(self, x, remat=self.remat, method="feed_forward")
+
+    def attend(self, x: jax.Array) -> jax.Array:
+        """The attention branch, ``MDTA(LN(x))``."""
+        return self.attention(self.norm1(x))
+
+    def feed_forward(self, x: jax.Array) -> jax.Array:
+        """The feed-forward branch, ``GDFN(LN(x))``."""
+        return self.ffn(self.norm2(x))
 
 
-def base_block(dim: int, heads: int, *, rngs: nnx.Rngs) -> RestormerBlock:
+def base_block(dim: int, heads: int, *, remat: bool = False, rngs: nnx.Rngs) -> RestormerBlock:
     """The low-frequency ("base") block: full 3x3 qkv mixing and an MLP of hidden ``dim``.
 
     Fuse4Seg calls it MSA + MLP; CDDFuse's ``BaseFeatureExtraction``. Its MLP's 3x3 conv has
@@ -198,6 +211,7 @@ def base_block(dim: int, heads: int, *, rngs: nnx.Rngs) -> RestormerBlock:
     Arguments:
         dim: channels ``C`` (and the MLP's hidden width).
         heads: attention heads.
+        remat: recompute the block's branches in the backward pass (see :class:`RestormerBlock`).
         rngs: parameter initialisation.
 
     Returns:
@@ -209,4 +223,5 @@ def base_block(dim: int, heads: int, *, rngs: nnx.Rngs) -> RestormerBlock:
         rngs=rngs,
         attention=MDTA(dim, heads, qkv_mixing="full", rngs=rngs),
         ffn=GDFN(dim, dim, channels_per_group=2, rngs=rngs),
+        remat=remat,
     )
