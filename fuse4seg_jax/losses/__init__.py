@@ -12,9 +12,9 @@ from fuse4seg_jax.losses.adversarial import (
 from fuse4seg_jax.losses.caf import (
     CAF_TERM_NAMES,
     caf_loss,
-    caf_weighted_loss,
     caf_term_names,
     caf_terms,
+    caf_weighted_loss,
     caf_weights,
     init_caf_logits,
 )

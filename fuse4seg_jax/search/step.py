@@ -92,7 +92,9 @@ def search_step(
     task = optax.apply_updates(state["task"], updates)
     inner_batches = jax.tree.map(lambda x: jnp.broadcast_to(x, (inner_steps, *x.shape)), train_batch)
     bstate, diag = bilevel.step(
-        bilevel.BilevelState(state["fusion"], state["beta"], state["fusion_opt"], state["beta_opt"], state["step"]),
+        bilevel.BilevelState(
+            state["fusion"], state["beta"], state["fusion_opt"], state["beta_opt"], state["step"]
+        ),
         inner_batches,
         {**search_batch, "task": task},
         problem=problem.as_bilevel(),

@@ -82,6 +82,9 @@ class Objectives:
         discriminator: the per-modality discriminator of adversarial pre-training (or None).
         adversarial: weight of the generator term in adversarial pre-training (v1 eq. 9's lambda).
         generator_form: ``minimax`` (v1 eq. 10) or ``non_saturating``.
+        caf_weights: weights of CAF's loss space (``fuse4seg_jax.search.weights``); when given,
+            the fusion terms gain ``caf``, ``losses.caf_weighted_loss`` on the fused image, added
+            with weight 1 (CAF's hierarchical training with a searched or preset loss).
     """
 
     fusion: PureModel
@@ -95,6 +98,7 @@ class Objectives:
     discriminator: PureModel | None = None
     adversarial: float = 0.0
     generator_form: str = "minimax"
+    caf_weights: tuple[float, ...] = ()
 
     def fuse(self, leader: Any, images: jax.Array) -> dict[str, jax.Array]:
         """Run the leader; returns its output dict with float32 arrays."""
@@ -123,10 +127,17 @@ class Objectives:
 
     def fusion_terms(self, out: dict[str, jax.Array], images: jax.Array) -> dict[str, jax.Array]:
         """The physical regularisers of the upper level (every weighted term), unweighted."""
-        return losses.fusion_terms(out, images, tuple(name for name, _ in self.fusion_weights))
+        terms = losses.fusion_terms(out, images, tuple(name for name, _ in self.fusion_weights))
+        if self.caf_weights:
+            weights = jnp.asarray(self.caf_weights, jnp.float32)
+            terms["caf"] = losses.caf_weighted_loss(
+                weights, out["fused"], images, losses.fixed_conv_features
+            )[0]
+        return terms
 
     def _fusion_penalty(self, terms: dict[str, jax.Array]) -> jax.Array:
-        return sum(weight * terms[name] for name, weight in self.fusion_weights)
+        registered = sum(weight * terms[name] for name, weight in self.fusion_weights)
+        return registered + terms["caf"] if self.caf_weights else registered
 
     # The bi-level problem: follower = inner, leader = outer.
     def inner_loss(self, follower: Any, leader: Any, batch: Batch):

@@ -27,6 +27,7 @@ from jax.sharding import Mesh
 
 import bilevel
 from fuse4seg_jax import models
+from fuse4seg_jax.search.weights import resolve_caf_weights
 from fuse4seg_jax.train import sharding
 from fuse4seg_jax.train.choices import model_arguments, solver_from_config
 from fuse4seg_jax.train.objectives import Objectives, microbatched
@@ -83,6 +84,7 @@ class Trainer:
             discriminator=self.discriminator,
             adversarial=config.loss.adversarial,
             generator_form=config.loss.generator_form,
+            caf_weights=resolve_caf_weights(config.loss.caf_weights, num_modalities, config.seed),
         )
         micro = int(config.batch.accumulation)
         obj = self.objectives
