@@ -80,7 +80,8 @@ def test_search_refuses_a_bad_config_naming_the_key_and_writes_nothing(
     tmp_path, tiny_overrides, capsys, override, message
 ):
     workdir = tmp_path / "run"
-    argv = ["search", "--config", SEARCH_CONFIG, "--workdir", str(workdir), *tiny_overrides, *override.split()]
+    argv = ["search", "--config", SEARCH_CONFIG, "--workdir", str(workdir), *tiny_overrides]
+    argv += override.split()
     assert cli.main(argv) == 2
     assert message in capsys.readouterr().err
     assert not workdir.exists()

@@ -120,10 +120,15 @@ def _search(config, workdir: Path, resume: bool, progress: bool, stop_after, sea
                 values = _flat(jax.device_get(metrics), names)
                 bad = [k for k, v in values.items() if not math.isfinite(v)]
                 if bad:
+                    saved = checkpoints.latest_step()
+                    where = (
+                        "no checkpoint was saved yet"
+                        if saved is None
+                        else f"the last good checkpoint is step {saved} in {checkpoints.directory}; resume "
+                        f"with --resume and, say, a lower --config.search.beta_lr or search.fusion_lr"
+                    )
                     raise TrainingError(
-                        f"search step {step + 1}: non-finite {', '.join(bad)}; stopped. The last good "
-                        f"checkpoint is step {checkpoints.latest_step()} in {checkpoints.directory}; "
-                        f"resume with --resume and, say, a lower --config.search.beta_lr"
+                        f"search step {step + 1}: non-finite {', '.join(bad)}; stopped. {where}"
                     )
                 log.write({"step": step + 1, "stage": "search", **values})
                 bar.set_postfix({k: f"{values[k]:.4g}" for k in ("search_loss", "task_loss")})

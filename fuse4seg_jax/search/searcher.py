@@ -18,6 +18,8 @@ from fuse4seg_jax.train.choices import model_arguments, solver_from_config
 from fuse4seg_jax.train.objectives import Objectives
 from fuse4seg_jax.train.optimizers import make_optimizer
 
+FUSION_EPS_ROOT = 1e-12  # Adam's eps_root for the fusion network: its steps are differentiated
+
 
 class Searcher:
     """Models, optimisers and the jitted search step for one search config and mesh.
@@ -60,12 +62,16 @@ class Searcher:
             functools.partial(objectives.follower_view, "fused"), objectives.inner_loss
         )
 
-        def optimizer(lr: float) -> optax.GradientTransformation:
-            return make_optimizer(o.optimizer, lr, s.steps, weight_decay=o.weight_decay, schedule=o.schedule)
+        def optimizer(lr: float, eps_root: float = 0.0) -> optax.GradientTransformation:
+            return make_optimizer(
+                o.optimizer, lr, s.steps, weight_decay=o.weight_decay, schedule=o.schedule, eps_root=eps_root
+            )
 
         opts = {
             "task_opt": optimizer(s.task_lr),
-            "fusion_opt": optimizer(s.fusion_lr),
+            # sqrt's derivative at 0 is infinite: a dead ReLU's zero gradient made the
+            # differentiated fusion step (and so beta's hypergradient) NaN at the first iteration
+            "fusion_opt": optimizer(s.fusion_lr, eps_root=FUSION_EPS_ROOT),
             "beta_opt": optax.adam(optax.exponential_decay(s.beta_lr, 1, s.beta_decay)),
         }
         self._init = jax.device_get((task, fusion, init_caf_logits(num_modalities)))
