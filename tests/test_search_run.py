@@ -140,6 +140,7 @@ def test_search_writes_weights_retrains_with_them_and_reports(tmp_path, tiny_ove
 
 
 def test_a_caf_weights_setting_adds_its_loss_to_the_fusion_objective():
+    import jax
     import jax.numpy as jnp
 
     from fuse4seg_jax.losses import caf_weighted_loss, fixed_conv_features
@@ -150,9 +151,13 @@ def test_a_caf_weights_setting_adds_its_loss_to_the_fusion_objective():
     out = {"fused": jnp.asarray(rng.random((2, 16, 16, 1)), jnp.float32)}
     weights = preset_weights("random", 2, seed=0)
     objectives = Objectives(None, None, fusion_weights=(("recon", 2.0),), caf_weights=weights)
-    terms = objectives.fusion_terms(out, images)
-    expected = caf_weighted_loss(
-        jnp.asarray(weights, jnp.float32), out["fused"], images, fixed_conv_features
-    )[0]
+
+    @jax.jit
+    def evaluate(out, images):
+        terms = objectives.fusion_terms(out, images)
+        caf = caf_weighted_loss(jnp.asarray(weights, jnp.float32), out["fused"], images, fixed_conv_features)
+        return terms, objectives._fusion_penalty(terms), caf[0]
+
+    terms, penalty, expected = evaluate(out, images)
     np.testing.assert_allclose(terms["caf"], expected, rtol=1e-6)
-    np.testing.assert_allclose(objectives._fusion_penalty(terms), expected + 2.0 * terms["recon"], rtol=1e-6)
+    np.testing.assert_allclose(penalty, expected + 2.0 * terms["recon"], rtol=1e-6)
