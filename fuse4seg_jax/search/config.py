@@ -74,8 +74,9 @@ def search_config(preset: str = "paper") -> ml_collections.ConfigDict:
         c.stages.fusion, c.stages.follower = 100 * 200, 40 * 200
     elif preset == "demo":
         # a fresh caf_dense learns its loss in a few hundred steps only at a larger rate than CAF's
-        c.search.steps, c.search.fusion_lr, c.optim.leader_lr = 150, 1e-3, 1e-3
-        c.stages.fusion, c.stages.follower = 150, 300
+        c.search.steps, c.search.fusion_lr, c.optim.leader_lr = 100, 1e-3, 1e-3
+        # the task network is still at the trivial (all-background) predictor after 300 steps
+        c.stages.fusion, c.stages.follower = 150, 600
     else:
         c.model.segmentation_sizes.convnext_unet.update({"widths": (8, 16), "depths": (1, 1)})
         c.search.steps, c.search.fusion_lr = 4, 1e-3
