@@ -18,23 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-    from pathlib import Path
-
     from fuse4seg_jax.search.run import run_search
-    from fuse4seg_jax.train.config import load_config
 
-    config = load_config(args.config, args.config_overrides)
-    workdir = args.workdir or str(Path("runs") / Path(args.config.partition(":")[0]).stem)
-    result = run_search(
-        config,
-        workdir,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
-        verbose=args.verbose,
-        warn=lambda message: print(f"warning: {message}", file=sys.stderr),
+    return train.run_config_verb(
+        args, run_search, "report.md, weights.json, weights.png, retrain_*/, metrics.jsonl, checkpoints/"
     )
-    print(result["tables"])
-    print(f"run directory: {workdir} (report.md, weights.json, weights.png, retrain_*/, metrics.jsonl)")
-    return 0
