@@ -124,7 +124,9 @@ def test_a_resumed_search_continues_exactly_as_the_uninterrupted_one(
 
 
 @pytest.mark.slow
-def test_search_writes_weights_retrains_with_them_and_reports(tmp_path, tiny_overrides, capsys):
+def test_search_writes_weights_retrains_with_them_and_reports(
+    tmp_path, tiny_overrides, capsys, standard_promotion
+):
     workdir = tmp_path / "run"
     argv = ["search", "--config", SEARCH_CONFIG, "--workdir", str(workdir), "--no-progress", *tiny_overrides]
     assert cli.main([*argv, "--config.mesh.data=1"]) == 0
