@@ -7,7 +7,7 @@ sums to 1; weights are used as given, not renormalised. The loss they define is
 ``saliency_mse + sum_k w_k term_k`` (``fuse4seg_jax.losses.caf_weighted_loss``).
 
 The config key ``loss.caf_weights`` names a file or one of :data:`PRESETS` (CAF's ablation
-variants, ``docs/caf_search.md#comparison-rows``):
+variants, ``docs/caf_search.md#retraining-and-comparison-rows``):
 
     uniform   every term 1 / K (the search's starting point)
     cddfuse   hand-made, CDDFuse-like: L1 to the pixel-wise maximum and the gradient L1 to the
