@@ -20,8 +20,9 @@ def save_weight_trajectories(path: Path, records: list[dict]) -> None:
     names = [k for k in records[0] if k.startswith("weight.")]
     fig, ax = plt.subplots(figsize=(8, 4.5))
     steps = [r["step"] for r in records]
-    for name in names:
-        ax.plot(steps, [r[name] for r in records], label=name.removeprefix("weight."))
+    for i, name in enumerate(names):  # tab20: one colour per term of the 15 (N = 2)
+        style = "-" if i < 20 else "--"
+        ax.plot(steps, [r[name] for r in records], style, color=plt.cm.tab20(i % 20), label=name[7:])
     ax.set_xlabel("search step")
     ax.set_ylabel("softmax(beta)")
     ax.legend(fontsize=6, ncol=3)
