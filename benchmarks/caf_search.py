@@ -8,6 +8,9 @@ the cost floor of an iteration, not a usable search.
 
     python -m benchmarks.caf_search [--rounds 5] [--solvers first_order,finite_difference,...]
         [--config.KEY=VALUE ...]   (e.g. --config.bilevel.inner_steps=3)
+
+Pass ``--config.bilevel.options.implicit_cg.solve_loop=while``: the default Python loop traces
+every CG iteration, which took over 20 minutes to compile on a loaded 2-core machine.
 """
 
 from __future__ import annotations
