@@ -24,6 +24,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "evaluate": ("evaluate", "score segmentations against ground truth, or fused images"),
     "models": ("models", "list registered models with their parameter counts at the paper and demo sizes"),
     "train": ("train", "train leader and follower as a config says; evaluate; write the report"),
+    "search": ("search", "search CAF's fusion-loss weights, retrain with them, compare, report"),
     "fuse": ("fuse", "fuse a BraTS case or folders of image pairs with a trained run"),
     "segment": ("segment", "segment a BraTS case with a trained run (NIfTI, BraTS labels)"),
     "sweep": ("sweep", "rerun configs over seeds; one table of test Dice, mean ± std over seeds"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,15 +33,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fuse4seg_jax.train.loop import run_training
+
+    return run_config_verb(args, run_training, "report.md, gallery.png, metrics.jsonl, checkpoints/")
+
+
+def run_config_verb(args: argparse.Namespace, runner: Callable[..., dict], outputs: str) -> int:
+    """Load ``--config`` with its overrides, run ``runner`` in the run folder, print its tables.
+
+    Arguments:
+        args: the parsed arguments of :func:`add_arguments`.
+        runner: ``run_training`` or a function of the same keyword arguments returning ``tables``.
+        outputs: what the run folder holds, for the last line printed.
+
+    Returns:
+        0 (errors are raised as ``Fuse4SegError``).
+    """
     import sys
     from pathlib import Path
 
     from fuse4seg_jax.train.config import load_config
-    from fuse4seg_jax.train.loop import run_training
 
     config = load_config(args.config, args.config_overrides)
     workdir = args.workdir or str(Path("runs") / Path(args.config.partition(":")[0]).stem)
-    result = run_training(
+    result = runner(
         config,
         workdir,
         resume=args.resume,
@@ -50,5 +66,5 @@ def run(args: argparse.Namespace) -> int:
         warn=lambda message: print(f"warning: {message}", file=sys.stderr),
     )
     print(result["tables"])
-    print(f"run directory: {workdir} (report.md, gallery.png, metrics.jsonl, checkpoints/)")
+    print(f"run directory: {workdir} ({outputs})")
     return 0

@@ -14,9 +14,11 @@ from fuse4seg_jax.losses.caf import (
     caf_loss,
     caf_term_names,
     caf_terms,
+    caf_weighted_loss,
     caf_weights,
     init_caf_logits,
 )
+from fuse4seg_jax.losses.caf_features import fixed_conv_features
 from fuse4seg_jax.losses.decomposition import (
     correlation_coefficient,
     decomposition_loss,
@@ -39,6 +41,7 @@ __all__ = [
     "CAF_TERM_NAMES",
     "GENERATOR_LOSSES",
     "caf_loss",
+    "caf_weighted_loss",
     "caf_term_names",
     "caf_terms",
     "caf_weights",
@@ -49,6 +52,7 @@ __all__ = [
     "dice_ce_loss",
     "discriminator_loss",
     "generator_loss_minimax",
+    "fixed_conv_features",
     "fusion_term_weights",
     "fusion_terms",
     "generator_loss_non_saturating",

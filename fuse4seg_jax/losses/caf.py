@@ -29,8 +29,9 @@ Unlike the CAF reference code, which detaches both feature sets so that the term
 gradient at all, the fused image's features keep their gradient; only the sources' features,
 which are data, are constants.
 
-No training stage or command uses this search space yet: a later issue wires it into the CAF
-loss-weight search. See ``docs/conventions.md#losses``.
+``fuse4seg search`` (``fuse4seg_jax.search``) searches beta; ``fuse4seg train`` with
+``loss.caf_weights`` trains a fusion network on a fixed point of the space. See
+``docs/conventions.md#losses`` and ``docs/caf_search.md``.
 """
 
 from __future__ import annotations
@@ -154,6 +155,36 @@ def caf_terms(fused: jax.Array, sources: jax.Array, feature_fn: FeatureFn) -> di
     return terms
 
 
+def caf_weighted_loss(
+    weights: jax.Array, fused: jax.Array, sources: jax.Array, feature_fn: FeatureFn
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """``saliency_mse + sum_k weights_k term_k`` for given (not necessarily softmax) weights.
+
+    What a fixed loss of the search space is (searched, uniform, hand-made or random weights);
+    :func:`caf_loss` is this with ``weights = softmax(beta)``.
+
+    Arguments:
+        weights: ``(6 N + 3,)`` term weights in the order of :func:`caf_term_names`.
+        fused: ``(B, H, W, 1)`` fused image in ``[0, 1]``, ``H, W >= 11``.
+        sources: ``(B, H, W, N)`` source images in ``[0, 1]``.
+        feature_fn: feature network for the perceptual terms (see :func:`caf_terms`).
+
+    Returns:
+        ``(loss, terms)`` with :func:`caf_terms`'s dict of unweighted terms.
+
+    Raises:
+        ValueError: ``weights`` does not have one entry per term of the N-source space.
+    """
+    names = caf_term_names(sources.shape[-1])
+    if weights.shape != (len(names),):
+        raise ValueError(
+            f"CAF loss: {weights.shape} weights, expected ({len(names)},) for {sources.shape[-1]} sources"
+        )
+    terms = caf_terms(fused, sources, feature_fn)
+    searched = jnp.stack([terms[name] for name in names])
+    return terms[FIXED_TERM_NAME] + jnp.dot(weights, searched), terms
+
+
 def caf_loss(
     beta_logits: jax.Array, fused: jax.Array, sources: jax.Array, feature_fn: FeatureFn
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -173,14 +204,8 @@ def caf_loss(
         ``(loss, terms)``: the scalar loss and :func:`caf_terms`'s dict (unweighted terms,
         perceptual ones including their 0.1 factor), so that
         ``loss == terms["saliency_mse"] + sum_k caf_weights(beta)[k] * terms[names[k]]``.
+
+    Raises:
+        ValueError: ``beta_logits`` does not have one entry per term.
     """
-    names = caf_term_names(sources.shape[-1])
-    if beta_logits.shape != (len(names),):
-        raise ValueError(
-            f"caf_loss: beta_logits has shape {beta_logits.shape}, expected ({len(names)},) for "
-            f"{sources.shape[-1]} sources"
-        )
-    terms = caf_terms(fused, sources, feature_fn)
-    searched = jnp.stack([terms[name] for name in names])
-    loss = terms[FIXED_TERM_NAME] + jnp.dot(caf_weights(beta_logits), searched)
-    return loss, terms
+    return caf_weighted_loss(caf_weights(beta_logits), fused, sources, feature_fn)

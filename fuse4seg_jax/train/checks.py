@@ -20,6 +20,7 @@ from flax import nnx
 from fuse4seg_jax import losses, models
 from fuse4seg_jax.data.splits import check_fractions
 from fuse4seg_jax.errors import ConfigError
+from fuse4seg_jax.search.weights import resolve_caf_weights
 from fuse4seg_jax.train import sharding
 from fuse4seg_jax.train.choices import model_arguments, solver_from_config
 from fuse4seg_jax.train.monitor import monitor_reference
@@ -95,6 +96,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         _require(
             math.isfinite(weight) and weight >= 0, f"loss.weights.{term}", weight, "a finite number >= 0"
         )
+    resolve_caf_weights(config.loss.caf_weights, len(config.data.modalities), config.seed)
     try:
         check_fractions(config.data.fractions)
     except ConfigError as err:

@@ -91,6 +91,10 @@ def base_config() -> ml_collections.ConfigDict:
     # One weight per registered fusion term of the upper objective (losses/fusion_terms.py):
     # the paper's alpha (decomp), beta (grad) and gamma (recon) are 1, 5 and 0.05.
     c.loss.weights = ml_collections.ConfigDict(losses.fusion_term_weights())
+    # CAF's loss space on the fused image, added to the fusion terms: '' (none), a preset (uniform,
+    # cddfuse, random) or the path of a weights.json that `fuse4seg search` wrote
+    # (fuse4seg_jax/search/weights.py, docs/caf_search.md).
+    c.loss.caf_weights = ""
     c.loss.class_weights = (0.1, 1.0, 1.0, 1.0)  # background, NCR, ED, ET in the Dice term
     # Fuse4Seg v1 adversarial pre-training: weight (lambda, eq. 9) of the generator term; > 0 trains
     # one discriminator per modality against the leader's reconstructions during `pretrain`.

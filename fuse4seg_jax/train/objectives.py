@@ -85,6 +85,9 @@ class Objectives:
         generator_form: ``minimax`` (v1 eq. 10) or ``non_saturating``.
         pretrain_decomp: weight of ``L_decomp`` in the autoencoder pre-training (CDDFuse phase
             I: 2; 0 for the autoencoder without it of Fuse4Seg's Table 3 baseline).
+        caf_weights: weights of CAF's loss space (``fuse4seg_jax.search.weights``); when given,
+            the fusion terms gain ``caf``, ``losses.caf_weighted_loss`` on the fused image, added
+            with weight 1 (CAF's hierarchical training with a searched or preset loss).
     """
 
     fusion: PureModel
@@ -98,6 +101,7 @@ class Objectives:
     discriminator: PureModel | None = None
     adversarial: float = 0.0
     generator_form: str = "minimax"
+    caf_weights: tuple[float, ...] = ()
     pretrain_decomp: float = 2.0
 
     @property
@@ -132,10 +136,17 @@ class Objectives:
 
     def fusion_terms(self, out: dict[str, jax.Array], images: jax.Array) -> dict[str, jax.Array]:
         """The physical regularisers of the upper level (every weighted term), unweighted."""
-        return losses.fusion_terms(out, images, tuple(name for name, _ in self.fusion_weights))
+        terms = losses.fusion_terms(out, images, tuple(name for name, _ in self.fusion_weights))
+        if self.caf_weights:
+            weights = jnp.asarray(self.caf_weights, jnp.float32)
+            terms["caf"] = losses.caf_weighted_loss(
+                weights, out["fused"], images, losses.fixed_conv_features
+            )[0]
+        return terms
 
     def _fusion_penalty(self, terms: dict[str, jax.Array]) -> jax.Array:
-        return sum(weight * terms[name] for name, weight in self.fusion_weights)
+        registered = sum(weight * terms[name] for name, weight in self.fusion_weights)
+        return registered + terms["caf"] if self.caf_weights else registered
 
     # The bi-level problem: follower = inner, leader = outer.
     def inner_loss(self, follower: Any, leader: Any, batch: Batch):

@@ -18,6 +18,7 @@ def make_optimizer(
     weight_decay: float,
     clip_norm: float = 0.0,
     schedule: str = "cosine",
+    eps_root: float = 0.0,
 ) -> optax.GradientTransformation:
     """``name`` with a cosine (or constant) learning rate over ``steps`` updates, optional clipping.
 
@@ -31,6 +32,8 @@ def make_optimizer(
         weight_decay: decoupled weight decay.
         clip_norm: clip gradients to this global norm first (0: no clipping).
         schedule: ``cosine`` or ``constant``.
+        eps_root: added under Adam's square root; > 0 keeps the derivative of a step finite
+            where a gradient entry is exactly 0 (the CAF search differentiates the fusion step).
     """
     if schedule == "cosine":
         lr_fn = optax.cosine_decay_schedule(lr, decay_steps=max(int(steps), 1))
@@ -39,7 +42,7 @@ def make_optimizer(
     else:
         raise ConfigError(f"unknown optim.schedule {schedule!r}; expected one of {SCHEDULES}")
     if name == "adamw":
-        opt = optax.adamw(lr_fn, weight_decay=weight_decay)
+        opt = optax.adamw(lr_fn, weight_decay=weight_decay, eps_root=eps_root)
     elif name == "sgd":
         opt = optax.chain(optax.add_decayed_weights(weight_decay), optax.sgd(lr_fn, momentum=0.9))
     else:

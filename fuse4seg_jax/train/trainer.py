@@ -30,6 +30,7 @@ from jax.sharding import Mesh
 
 import bilevel
 from fuse4seg_jax import models
+from fuse4seg_jax.search.weights import resolve_caf_weights
 from fuse4seg_jax.train import sharding
 from fuse4seg_jax.train.choices import model_arguments, solver_from_config
 from fuse4seg_jax.train.objectives import Objectives, microbatched
@@ -87,6 +88,7 @@ class Trainer:
             adversarial=config.loss.adversarial,
             generator_form=config.loss.generator_form,
             pretrain_decomp=config.loss.pretrain_decomp,
+            caf_weights=resolve_caf_weights(config.loss.caf_weights, num_modalities, config.seed),
         )
         micro = int(config.batch.accumulation)
         obj = self.objectives
