@@ -71,7 +71,7 @@ def search_config(preset: str = "paper") -> ml_collections.ConfigDict:
     )
     c.stages.pretrain, c.stages.bilevel = 0, 0
     if preset == "paper":
-        c.stages.fusion, c.stages.follower = 100 * 200, 40 * 200
+        c.stages.fusion, c.stages.follower = 100, 40  # epochs (the paper config's stages.unit)
     elif preset == "demo":
         # a fresh caf_dense learns its loss in a few hundred steps only at a larger rate than CAF's
         c.search.steps, c.search.fusion_lr, c.optim.leader_lr = 100, 1e-3, 1e-3
