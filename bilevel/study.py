@@ -140,7 +140,7 @@ def compare(
         rows.append(
             {
                 "solver": label,
-                "cosine": float(tree.vdot(hypergrad, reference) / (norm * ref_norm)),
+                "cosine": float(tree.cosine(hypergrad, reference)),
                 "rel_error": float(tree.norm(tree.sub(hypergrad, reference)) / ref_norm),
                 "norm": float(norm),
                 "residual": float(diagnostics["residual"]),

@@ -39,6 +39,11 @@ def norm(x: PyTree) -> jax.Array:
     return jnp.sqrt(vdot(x, x))
 
 
+def cosine(x: PyTree, y: PyTree) -> jax.Array:
+    """The cosine of the angle between two pytrees, clipped to [-1, 1] (rounding can pass 1)."""
+    return jnp.clip(vdot(x, y) / (norm(x) * norm(y)), -1.0, 1.0)
+
+
 def zeros_like(x: PyTree) -> PyTree:
     return jax.tree.map(jnp.zeros_like, x)
 

@@ -111,3 +111,10 @@ def test_the_verdict_says_whether_ift_applies():
             saddle, jnp.zeros(2), num_iter=2, grad_tol=1e-8, key=jax.random.key(0)
         )
         assert "not positive definite (smallest eigenvalue -1" in report["verdict"]
+
+
+def test_cosine_stays_within_one_where_rounding_would_pass_it():
+    x = {"a": jnp.full((7,), 0.1, jnp.float32), "b": jnp.full((3, 3), 1 / 3, jnp.float32)}
+    raw = bilevel.tree.vdot(x, x) / (bilevel.tree.norm(x) * bilevel.tree.norm(x))
+    assert float(bilevel.tree.cosine(x, x)) <= 1.0 and abs(float(raw) - 1.0) < 1e-6
+    assert float(bilevel.tree.cosine(x, jax.tree.map(jnp.negative, x))) == pytest.approx(-1.0)

@@ -83,8 +83,7 @@ class Monitor:
         )
         ref_norm = tree.norm(reference)
         return {
-            "monitor_cosine": tree.vdot(running.hypergrad, reference)
-            / (tree.norm(running.hypergrad) * ref_norm),
+            "monitor_cosine": tree.cosine(running.hypergrad, reference),
             "monitor_rel_error": tree.norm(tree.sub(running.hypergrad, reference)) / ref_norm,
             "monitor_smallest": est.smallest,
             "monitor_largest": est.largest,
