@@ -11,7 +11,7 @@ import pytest
 import bilevel
 from fuse4seg_jax.losses import caf_term_names, init_caf_logits
 from fuse4seg_jax.search.problem import SearchProblem
-from fuse4seg_jax.search.step import init_state, search_step
+from fuse4seg_jax.search.step import init_state, search_step, warmup_step
 
 
 def pixel_fusion(params, images):
@@ -143,3 +143,23 @@ def test_search_raises_the_weight_of_a_term_on_the_informative_source(solver, st
     source_1 = sum(w for n, w in zip(names, weights, strict=True) if n.endswith("_1"))
     assert top.endswith("_0"), dict(zip(names, weights.round(3), strict=True))
     assert source_0 > source_1 + 0.1
+
+
+def test_a_warmup_step_is_a_plain_step_of_both_networks_and_keeps_beta(standard_promotion):
+    sgd = optax.sgd(0.5)
+    beta = jnp.asarray(np.random.default_rng(4).normal(size=15), jnp.float32)
+    task, fusion = task_params(jnp.float32), fusion_params(jnp.float32)
+    state = init_state(task, fusion, beta, task_opt=sgd, fusion_opt=sgd, beta_opt=optax.adam(0.1))
+    batch = planted_batch(5)
+    new, metrics = jax.jit(functools.partial(warmup_step, problem=PROBLEM, task_opt=sgd, fusion_opt=sgd))(
+        state, batch
+    )
+    task_grad = jax.jit(jax.grad(lambda t: PROBLEM.task_loss(t, fusion, batch)[0]))(task)
+    fusion_grad = jax.jit(jax.grad(lambda f: PROBLEM.fusion_loss(f, beta, batch)[0]))(fusion)
+    for got, start, grad in ((new["task"], task, task_grad), (new["fusion"], fusion, fusion_grad)):
+        expected = jax.tree.map(lambda p, g: p - 0.5 * g, start, grad)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), got, expected)
+    assert float(jnp.linalg.norm(fusion_grad["w"])) > 1e-4  # the comparison above is not vacuous
+    for key in ("beta", "beta_opt", "step"):
+        jax.tree.map(np.testing.assert_array_equal, new[key], state[key])
+    np.testing.assert_allclose(metrics["weights"], jax.nn.softmax(beta), rtol=1e-6)

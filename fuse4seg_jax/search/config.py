@@ -7,6 +7,10 @@ the search (``stages.fusion`` steps of a fresh fusion network on the fixed CAF l
 ``fuse4seg train --config configs/caf_search.py:demo --config.loss.caf_weights=cddfuse`` is a
 comparison row at the same compute as the searched row. The ``search`` block:
 
+    search.warmup        iterations before the search that train the task and fusion networks
+                         with beta held at its start (equal weights), so the task network is past
+                         the all-background predictor when its loss starts steering beta (CAF's
+                         task networks are pre-trained; ours start from scratch)
     search.steps         iterations of Algorithm 1
     search.beta_lr       Adam learning rate of beta (CAF: 5e-2)
     search.beta_decay    beta's learning rate is multiplied by this every step (CAF: 0.998)
@@ -60,6 +64,7 @@ def search_config(preset: str = "paper") -> ml_collections.ConfigDict:
     c.optim.leader_lr = 1e-4
     c.search = ml_collections.ConfigDict(
         {
+            "warmup": 0,
             "steps": 2000,
             "beta_lr": 5e-2,
             "beta_decay": 0.998,
@@ -79,7 +84,7 @@ def search_config(preset: str = "paper") -> ml_collections.ConfigDict:
         c.stages.fusion, c.stages.follower = 150, 600
     else:
         c.model.segmentation_sizes.convnext_unet.update({"widths": (8, 16), "depths": (1, 1)})
-        c.search.steps, c.search.fusion_lr = 4, 1e-3
+        c.search.warmup, c.search.steps, c.search.fusion_lr = 2, 4, 1e-3
         c.stages.fusion, c.stages.follower = 2, 2
     return c
 
@@ -103,6 +108,7 @@ def validate_search_config(config: ml_collections.ConfigDict) -> None:
     validate_config(config)
     s = config.search
     for key, holds, allowed in (
+        ("warmup", s.warmup >= 0, "an integer >= 0"),
         ("steps", s.steps >= 1, "an integer >= 1"),
         ("beta_lr", s.beta_lr > 0, "a number > 0"),
         ("beta_decay", 0 < s.beta_decay <= 1, "0 < decay <= 1"),

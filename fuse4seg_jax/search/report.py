@@ -16,14 +16,18 @@ _FUSION_COLUMNS = ("MI", "VIF", "Qabf", "SSIM")
 
 
 def save_weight_trajectories(path: Path, records: list[dict]) -> None:
-    """Every ``weight.<term>`` of the metrics log against the search step, one line per term."""
+    """Every ``weight.<term>`` of the metrics log against the iteration, one line per term; the
+    warm-up iterations (beta held) shaded."""
     names = [k for k in records[0] if k.startswith("weight.")]
     fig, ax = plt.subplots(figsize=(8, 4.5))
+    warmup = [r["step"] for r in records if r.get("stage") == "warmup"]
+    if warmup:
+        ax.axvspan(0, max(warmup), color="0.9", label="task warm-up")
     steps = [r["step"] for r in records]
     for i, name in enumerate(names):  # tab20: one colour per term of the 15 (N = 2)
         style = "-" if i < 20 else "--"
         ax.plot(steps, [r[name] for r in records], style, color=plt.cm.tab20(i % 20), label=name[7:])
-    ax.set_xlabel("search step")
+    ax.set_xlabel("iteration")
     ax.set_ylabel("softmax(beta)")
     ax.legend(fontsize=6, ncol=3)
     fig.tight_layout()
@@ -86,10 +90,11 @@ def write_search_report(
     )
     body = (
         f"# CAF loss-weight search\n\nsolver `{config.bilevel.solver}` (K = {config.bilevel.inner_steps}), "
-        f"{config.search.steps} search steps, fusion `{config.model.fusion}`, task "
-        f"`{config.model.segmentation}`; each row retrains a fresh fusion network "
-        f"({config.stages.fusion} steps) and task network ({config.stages.follower} steps) on its "
-        f"loss. Every weight: `weights.json`; each row's full report: `retrain_<row>/report.md`.\n\n"
+        f"{config.search.warmup} warm-up and {config.search.steps} search steps, fusion "
+        f"`{config.model.fusion}`, task `{config.model.segmentation}`; each row retrains a fresh "
+        f"fusion network ({config.stages.fusion} steps) and task network "
+        f"({config.stages.follower} steps) on its loss. Every weight: `weights.json`; each row's "
+        f"full report: `retrain_<row>/report.md`.\n\n"
         f"{tables}\n![weights.png](weights.png)\n"
     )
     with atomic_file(workdir / "report.md") as f:

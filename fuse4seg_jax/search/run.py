@@ -108,12 +108,20 @@ def _search(config, workdir: Path, resume: bool, progress: bool, stop_after, sea
     restored = checkpoints.restore_latest_intact(searcher.abstract_state()) if resume else None
     state, start = restored if restored is not None else (searcher.init_state(), 0)
     log = MetricsLog(workdir / "metrics.jsonl", restored_step=start)
-    total = config.search.steps if stop_after is None else min(stop_after, config.search.steps)
+    warmup = config.search.warmup
+    steps = warmup + config.search.steps
+    total = steps if stop_after is None else min(stop_after, steps)
     bar = tqdm(total=total, initial=start, disable=not progress, desc="search", dynamic_ncols=True)
     try:
         for step in range(start, total):
-            host = search_batches(train_src, pools, sizes, seed=config.seed, step=step)
-            state, metrics = searcher.step(state, *(sharding.put_batch(searcher.mesh, b) for b in host))
+            train_batch, search_batch = (
+                sharding.put_batch(searcher.mesh, b)
+                for b in search_batches(train_src, pools, sizes, seed=config.seed, step=step)
+            )
+            if step < warmup:
+                state, metrics = searcher.warmup_step(state, train_batch)
+            else:
+                state, metrics = searcher.step(state, train_batch, search_batch)
             last = step + 1 == total
             save_now = (step + 1) % config.checkpoint_every == 0 or last
             if (step + 1) % config.log_every == 0 or save_now:
@@ -130,8 +138,8 @@ def _search(config, workdir: Path, resume: bool, progress: bool, stop_after, sea
                     raise TrainingError(
                         f"search step {step + 1}: non-finite {', '.join(bad)}; stopped. {where}"
                     )
-                log.write({"step": step + 1, "stage": "search", **values})
-                bar.set_postfix({k: f"{values[k]:.4g}" for k in ("search_loss", "task_loss")})
+                log.write({"step": step + 1, "stage": "warmup" if step < warmup else "search", **values})
+                bar.set_postfix({k: f"{values[k]:.4g}" for k in ("search_loss", "task_loss") if k in values})
             if save_now:
                 checkpoints.save(step + 1, state)
             bar.update(1)
@@ -139,7 +147,7 @@ def _search(config, workdir: Path, resume: bool, progress: bool, stop_after, sea
         bar.close()
         log.close()
     checkpoints.close()
-    if total < config.search.steps:
+    if total < steps:
         return None
     weights = np.asarray(jax.device_get(jax.nn.softmax(state["beta"])))
     write_weights(workdir / WEIGHTS_FILE, weights, num_sources)

@@ -12,7 +12,7 @@ from jax.sharding import Mesh
 from fuse4seg_jax import models
 from fuse4seg_jax.losses.caf import init_caf_logits
 from fuse4seg_jax.search.problem import SearchProblem
-from fuse4seg_jax.search.step import State, init_state, search_step
+from fuse4seg_jax.search.step import State, init_state, search_step, warmup_step
 from fuse4seg_jax.train import sharding
 from fuse4seg_jax.train.choices import model_arguments, solver_from_config
 from fuse4seg_jax.train.objectives import Objectives
@@ -28,7 +28,7 @@ class Searcher:
     ``model.segmentation`` on the fused image, its loss the follower's Dice + CE
     (``fuse4seg_jax.train.objectives.Objectives.inner_loss``). Beta starts at zeros (equal
     weights). Optimisers: ``optim.optimizer`` at ``search.task_lr`` and ``search.fusion_lr`` with
-    ``optim.schedule`` over ``search.steps``; Adam at ``search.beta_lr`` decayed by
+    ``optim.schedule`` over ``search.warmup + search.steps``; Adam at ``search.beta_lr`` decayed by
     ``search.beta_decay`` per step for beta.
 
     Arguments:
@@ -64,7 +64,12 @@ class Searcher:
 
         def optimizer(lr: float, eps_root: float = 0.0) -> optax.GradientTransformation:
             return make_optimizer(
-                o.optimizer, lr, s.steps, weight_decay=o.weight_decay, schedule=o.schedule, eps_root=eps_root
+                o.optimizer,
+                lr,
+                s.warmup + s.steps,
+                weight_decay=o.weight_decay,
+                schedule=o.schedule,
+                eps_root=eps_root,
             )
 
         opts = {
@@ -85,9 +90,12 @@ class Searcher:
             inner_steps=config.bilevel.inner_steps,
             **opts,
         )
-        self.step = jax.jit(
-            step, donate_argnums=0, out_shardings=(self.state_sharding, sharding.replicated(mesh))
+        out_shardings = (self.state_sharding, sharding.replicated(mesh))
+        self.step = jax.jit(step, donate_argnums=0, out_shardings=out_shardings)
+        warmup = functools.partial(
+            warmup_step, problem=self.problem, task_opt=opts["task_opt"], fusion_opt=opts["fusion_opt"]
         )
+        self.warmup_step = jax.jit(warmup, donate_argnums=0, out_shardings=out_shardings)
 
     def _fresh_state(self) -> State:
         return init_state(*self._init, **self._opts)

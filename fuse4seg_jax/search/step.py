@@ -17,6 +17,10 @@ An iteration, in Algorithm 1's order:
 2 and 3 are one ``bilevel.step``: the fusion steps the solver differentiates are the ones applied
 (DARTS' order), not a second, separate virtual step from the updated fusion network
 (``docs/caf_search.md#what-is-differentiated``).
+
+A warm-up iteration (:func:`warmup_step`, before the search) takes 1 and one fusion step on
+``L_f(beta)`` with beta held at its value: the task network leaves the trivial predictor before
+its loss is asked how the fused image should change (``docs/caf_search.md#task-network-warm-up``).
 """
 
 from __future__ import annotations
@@ -85,11 +89,7 @@ def search_step(
         the solver's other diagnostics, the unweighted CAF terms of the last fusion step, and
         ``weights`` (K,), ``softmax`` of the new beta.
     """
-    (task_loss, _), grads = jax.value_and_grad(problem.task_loss, has_aux=True)(
-        state["task"], state["fusion"], train_batch
-    )
-    updates, task_opt_state = task_opt.update(grads, state["task_opt"], state["task"])
-    task = optax.apply_updates(state["task"], updates)
+    task, task_opt_state, task_loss = _task_update(state, train_batch, problem, task_opt)
     inner_batches = jax.tree.map(lambda x: jnp.broadcast_to(x, (inner_steps, *x.shape)), train_batch)
     bstate, diag = bilevel.step(
         bilevel.BilevelState(
@@ -122,3 +122,53 @@ def search_step(
         "weights": caf_weights(bstate.outer_params),
     }
     return new, metrics
+
+
+def warmup_step(
+    state: State,
+    train_batch: dict,
+    *,
+    problem: SearchProblem,
+    task_opt: optax.GradientTransformation,
+    fusion_opt: optax.GradientTransformation,
+) -> tuple[State, dict[str, jax.Array]]:
+    """One warm-up iteration (module docstring): beta, its optimiser and ``step`` are kept.
+
+    Arguments:
+        state: the search state.
+        train_batch: a D_train batch, as in :func:`search_step`.
+        problem: the search problem.
+        task_opt, fusion_opt: the task and fusion networks' optimisers.
+
+    Returns:
+        The new state and scalar metrics: ``task_loss``, ``fusion_loss`` (both before the
+        updates), the unweighted CAF terms and ``weights``, ``softmax`` of the kept beta.
+    """
+    task, task_opt_state, task_loss = _task_update(state, train_batch, problem, task_opt)
+    (fusion_loss, terms), grads = jax.value_and_grad(problem.fusion_loss, has_aux=True)(
+        state["fusion"], state["beta"], train_batch
+    )
+    updates, fusion_opt_state = fusion_opt.update(grads, state["fusion_opt"], state["fusion"])
+    new = {
+        **state,
+        "task": task,
+        "task_opt": task_opt_state,
+        "fusion": optax.apply_updates(state["fusion"], updates),
+        "fusion_opt": fusion_opt_state,
+    }
+    metrics = {
+        "task_loss": task_loss,
+        "fusion_loss": fusion_loss,
+        **terms,
+        "weights": caf_weights(state["beta"]),
+    }
+    return new, metrics
+
+
+def _task_update(state: State, batch: dict, problem: SearchProblem, task_opt: optax.GradientTransformation):
+    """Step 1: the task network's step on its loss over ``batch``'s current fused images."""
+    (loss, _), grads = jax.value_and_grad(problem.task_loss, has_aux=True)(
+        state["task"], state["fusion"], batch
+    )
+    updates, opt_state = task_opt.update(grads, state["task_opt"], state["task"])
+    return optax.apply_updates(state["task"], updates), opt_state, loss
