@@ -80,6 +80,8 @@ def search_config(preset: str = "paper") -> ml_collections.ConfigDict:
     elif preset == "demo":
         # a fresh caf_dense learns its loss in a few hundred steps only at a larger rate than CAF's
         c.search.steps, c.search.fusion_lr, c.optim.leader_lr = 100, 1e-3, 1e-3
+        # from scratch the task network leaves the all-background predictor after 300 to 500 steps
+        c.search.warmup = 600
         # the task network is still at the trivial (all-background) predictor after 300 steps
         c.stages.fusion, c.stages.follower = 150, 600
     else:
