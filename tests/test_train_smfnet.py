@@ -52,9 +52,11 @@ def test_the_config_runs_stage_one_stage_two_then_the_follower_with_the_paper_we
     assert (stage_one.ssim, stage_one.grad, stage_one.decomp, stage_one.visible_grad) == (8.0, 10.0, 2.0, 5.0)
     assert stage_one.roles == ("visible", "infrared")
     assert stage_one_from_config(load_config("configs/demo.py")) is None  # CDDFuse's objective
-    paper = load_config("configs/smfnet.py")
+    paper = load_config("configs/smfnet.py", ["--config.mesh.data=1"])
     assert (paper.batch.size, paper.optim.leader_lr, paper.optim.weight_decay) == (6, 1e-4, 0.0)
     assert (paper.stages.pretrain, paper.stages.fusion, paper.stages.unit) == (40, 80, "epochs")
+    for shipped in (config, paper):
+        validate_config(shipped)
 
 
 def _stage_one_by_hand(rec, images):
