@@ -9,7 +9,9 @@ from fuse4seg_jax.losses import (
     decomposition_loss,
     decomposition_loss_with_interaction,
     gram_intensity_loss,
+    grey_level_lovasz_loss,
     lovasz_softmax_loss,
+    max_intensity_loss,
 )
 
 gram_loss = jax.jit(gram_intensity_loss)
@@ -86,3 +88,22 @@ def test_decomposition_with_interaction_gradients_are_finite_at_constant_maps():
         constant, constant, constant
     )
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in grads)
+
+
+def test_grey_level_lovasz_on_hand_computed_input():
+    # Source (0.2, 0.9): labels dark, bright. Reconstruction (0.3, 0.6) is P(bright).
+    # Dark class: errors (0.3 fg, 0.4 bg) sorted (0.4 bg, 0.3 fg), Jaccard gradient (1/2, 1/2) -> 0.35.
+    # Bright class: errors (0.3 bg, 0.4 fg) sorted (0.4 fg, 0.3 bg), gradient (1, 0) -> 0.4. Mean 0.375.
+    source = np.array([0.2, 0.9], np.float32).reshape(1, 1, 2, 1)
+    reconstruction = np.array([0.3, 0.6], np.float32).reshape(1, 1, 2, 1)
+    grey_lovasz = jax.jit(grey_level_lovasz_loss)
+    assert grey_lovasz(source, reconstruction) == pytest.approx(0.375, rel=1e-6)
+    assert grey_lovasz(source, (source > 0.5).astype(np.float32)) == 0.0
+    with pytest.raises(ValueError, match=r"\(B, H, W, 1\)"):
+        grey_level_lovasz_loss(np.zeros((1, 2, 2, 2), np.float32), np.zeros((1, 2, 2, 2), np.float32))
+
+
+def test_max_intensity_loss_is_the_l1_distance_to_the_brightest_source():
+    sources = np.array([[0.1, 0.7], [0.5, 0.2]], np.float32).reshape(1, 1, 2, 2)  # max (0.7, 0.5)
+    fused = np.array([0.4, 0.5], np.float32).reshape(1, 1, 2, 1)
+    assert max_intensity_loss(fused, sources) == pytest.approx(0.15)  # (0.3 + 0) / 2

@@ -26,13 +26,14 @@ from fuse4seg_jax.losses.decomposition import (
 )
 from fuse4seg_jax.losses.fusion_terms import fusion_term_weights, fusion_terms, register_fusion_term
 from fuse4seg_jax.losses.gradient import gradient_loss, sobel_magnitude
-from fuse4seg_jax.losses.reconstruction import reconstruction_loss
+from fuse4seg_jax.losses.reconstruction import max_intensity_loss, reconstruction_loss
 from fuse4seg_jax.losses.saliency import saliency_masks, visual_saliency_map
 from fuse4seg_jax.losses.segmentation import cross_entropy_loss, dice_ce_loss, soft_dice_loss
 from fuse4seg_jax.losses.smfnet import (
     decomposition_loss_with_interaction,
     gram_intensity_loss,
     gram_matrix,
+    grey_level_lovasz_loss,
     lovasz_softmax_loss,
 )
 from fuse4seg_jax.losses.ssim import ssim, ssim_loss
@@ -59,8 +60,10 @@ __all__ = [
     "gradient_loss",
     "gram_intensity_loss",
     "gram_matrix",
+    "grey_level_lovasz_loss",
     "init_caf_logits",
     "lovasz_softmax_loss",
+    "max_intensity_loss",
     "pairwise_correlations",
     "reconstruction_loss",
     "register_fusion_term",

@@ -44,6 +44,7 @@ import jax.numpy as jnp
 
 from fuse4seg_jax.losses._checks import check_fused_and_sources
 from fuse4seg_jax.losses.gradient import gradient_loss, sobel_magnitude
+from fuse4seg_jax.losses.reconstruction import max_intensity_loss
 from fuse4seg_jax.losses.saliency import saliency_masks
 from fuse4seg_jax.losses.ssim import ssim_loss
 
@@ -137,7 +138,7 @@ def caf_terms(fused: jax.Array, sources: jax.Array, feature_fn: FeatureFn) -> di
     terms: dict[str, jax.Array] = {}
     for n, single in enumerate(singles):
         terms[f"l1_{n}"] = jnp.mean(jnp.abs(fused - single))
-    terms["l1_max"] = jnp.mean(jnp.abs(fused - brightest))
+    terms["l1_max"] = max_intensity_loss(fused, sources)
     for n in range(num_sources):
         terms[f"saliency_l1_{n}"] = jnp.mean(jnp.abs(masked_errors[..., n]))
     for n, single in enumerate(singles):

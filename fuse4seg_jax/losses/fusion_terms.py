@@ -7,9 +7,13 @@ registered term (``loss.weights.<name>``), so a term registered here is configur
 used by every stage that optimises the fusion terms (bi-level rollout, disjoint baseline).
 
 A term is ``term(out, images) -> scalar`` with ``out`` the leader's output (``fused (B, H, W, 1)``
-and, for frequency-decoupled leaders, ``low`` / ``high`` features ``(N, B, H, W, C)``) and
-``images (B, H, W, N)`` the sources. Adding one: write its loss in a module of this package and
-register it below with one line.
+and, for frequency-decoupled leaders, ``low`` / ``high`` features ``(N, B, H, W, C)``; SMFNet adds
+``interaction``) and ``images (B, H, W, N)`` the sources. Adding one: write its loss in a module of
+this package and register it below with one line.
+
+SMFNet's stage II (eq. 28) is these terms with other weights: ``intensity`` (eq. 29, weight 1),
+``decomp`` (eq. 27 for a leader with an interaction branch, weight alpha_4 = 10) and ``grad``
+(eq. 30, weight alpha_5 = 2); ``intensity`` defaults to 0, so Fuse4Seg's objective is unchanged.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ import jax.numpy as jnp
 
 from fuse4seg_jax.losses.decomposition import decomposition_loss
 from fuse4seg_jax.losses.gradient import gradient_loss
-from fuse4seg_jax.losses.reconstruction import reconstruction_loss
+from fuse4seg_jax.losses.reconstruction import max_intensity_loss, reconstruction_loss
+from fuse4seg_jax.losses.smfnet import decomposition_loss_with_interaction
 
 FusionTerm = Callable[[Mapping[str, jax.Array], jax.Array], jax.Array]
 
@@ -64,11 +69,14 @@ def fusion_terms(
 
 def _decomposition(out: Mapping[str, jax.Array], _: jax.Array) -> jax.Array:
     # leaders without frequency-decoupled features have nothing to decorrelate
-    if "low" in out and "high" in out:
-        return decomposition_loss(out["low"], out["high"])
-    return jnp.zeros((), jnp.float32)
+    if "low" not in out or "high" not in out:
+        return jnp.zeros((), jnp.float32)
+    if "interaction" in out:  # SMFNet's graph branch joins the numerator (SMFNet eq. 27)
+        return decomposition_loss_with_interaction(out["low"], out["high"], out["interaction"])
+    return decomposition_loss(out["low"], out["high"])
 
 
 register_fusion_term("decomp", _decomposition, weight=1.0)  # alpha
 register_fusion_term("grad", lambda out, x: gradient_loss(out["fused"], x), weight=5.0)  # beta
 register_fusion_term("recon", lambda out, x: reconstruction_loss(out["fused"], x), weight=0.05)  # gamma
+register_fusion_term("intensity", lambda out, x: max_intensity_loss(out["fused"], x), weight=0.0)  # SMFNet

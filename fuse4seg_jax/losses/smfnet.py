@@ -1,7 +1,9 @@
 """SMFNet's losses (SMFNet, sec. 2.3, eq. 20-27; ``docs/conventions.md#losses``).
 
-Gram-matrix intensity, Lovasz-softmax, and the decomposition loss with an interaction term.
-No training stage or command uses them yet: a later issue wires them into SMFNet training.
+Gram-matrix intensity, Lovasz-softmax (and its grey-level form for reconstructions), and the
+decomposition loss with an interaction term. SMFNet's stage I (``loss.pretrain_objective =
+"smfnet"``, ``fuse4seg_jax.train.smfnet_objectives``) uses the first two; eq. 27 is the ``decomp``
+fusion term of every leader with an interaction branch (``fuse4seg_jax.losses.fusion_terms``).
 """
 
 from __future__ import annotations
@@ -71,8 +73,8 @@ def lovasz_softmax_loss(probs: jax.Array, labels: jax.Array) -> jax.Array:
     """Lovasz-softmax loss (Berman et al. 2018), the convex surrogate of 1 - IoU used by SMFNet.
 
     For each class c, pixel errors ``e_i = |[y_i = c] - p_ic|`` are sorted in decreasing order
-    and dotted with the gradient of the Lovasz extension of the Jaccard loss of class c (paper
-    004 eq. 21-25). The loss is the mean over the classes present in ``labels`` (Berman's
+    and dotted with the gradient of the Lovasz extension of the Jaccard loss of class c (SMFNet
+    eq. 21-25). The loss is the mean over the classes present in ``labels`` (Berman's
     ``classes='present'``), computed over all pixels of the batch at once (``per_image=False``).
     Gradients flow through the errors; the sort order is piecewise constant.
 
@@ -97,6 +99,40 @@ def lovasz_softmax_loss(probs: jax.Array, labels: jax.Array) -> jax.Array:
     per_class = jax.vmap(_lovasz_class_loss, in_axes=(1, 1))(flat_probs, foreground)
     present = (jnp.sum(foreground, axis=0) > 0).astype(probs.dtype)
     return jnp.sum(present * per_class) / jnp.maximum(jnp.sum(present), 1.0)
+
+
+# Grey levels above mid-grey are the "bright" class of the grey-level Lovasz loss. Sources are
+# normalised to [0, 1] per volume (percentile clip, min-max), so mid-grey is one fixed level
+# across cases.
+BRIGHT_THRESHOLD = 0.5
+
+
+def grey_level_lovasz_loss(source: jax.Array, reconstruction: jax.Array) -> jax.Array:
+    """SMFNet's semantic loss (eq. 21-25) between an image and its reconstruction: our reading.
+
+    SMFNet applies the Lovasz-softmax loss to the visible image and its reconstruction without
+    saying how grey values become classes. Here there are two classes, dark and bright: the
+    source's labels are ``source > BRIGHT_THRESHOLD`` (0.5), and the reconstruction's grey value is
+    its probability of "bright", ``probs = (1 - r, r)``. The loss is then
+    :func:`lovasz_softmax_loss` of those, the Lovasz surrogate of ``1 - IoU`` of the bright and dark
+    regions (``docs/conventions.md#smfnet``): 0 when the reconstruction is exactly the binary
+    image of the source's bright region, and it pushes bright pixels up and dark ones down, which
+    sharpens the contours that SMFNet wants this term to keep.
+
+    Arguments:
+        source: ``(B, H, W, 1)`` image in [0, 1].
+        reconstruction: ``(B, H, W, 1)`` its reconstruction in [0, 1].
+
+    Returns:
+        scalar loss in [0, 1].
+    """
+    if source.shape != reconstruction.shape or source.ndim != 4 or source.shape[-1] != 1:
+        raise ValueError(
+            f"grey_level_lovasz_loss: expected two (B, H, W, 1) images of one shape, got "
+            f"{source.shape} and {reconstruction.shape}"
+        )
+    labels = (source[..., 0] > BRIGHT_THRESHOLD).astype(jnp.int32)
+    return lovasz_softmax_loss(jnp.concatenate([1.0 - reconstruction, reconstruction], axis=-1), labels)
 
 
 def decomposition_loss_with_interaction(low: jax.Array, high: jax.Array, interaction: jax.Array) -> jax.Array:

@@ -18,6 +18,10 @@ Pipeline, with every module shared by all N modalities (the paper has N = 2, inf
    transformer blocks -> 3x3 conv, LeakyReLU 0.01, 3x3 conv to 1 channel, sigmoid; the fused
    image is then min-max stretched per image, as Fuse4Seg does.
 
+The invertible layers (CAI's couplings and the detail fusion layer) are CDDFuse's affine coupling,
+our reading of the garbled eq. 5-8 (eq. 7-8 as its inverse; ``docs/conventions.md#smfnet``): channel
+halves, updated one after the other, so that each layer inverts exactly.
+
 Generalising the paper's two inputs to N: in the cross attention, modality ``i``'s query is the
 mean of the other modalities' queries (for N = 2, exactly the paper's "query of the other
 modality"); the fusion layers sum over all N; the graph connects every pair of modalities.

@@ -26,6 +26,7 @@ from fuse4seg_jax.train.choices import model_arguments, solver_from_config
 from fuse4seg_jax.train.monitor import monitor_reference
 from fuse4seg_jax.train.objectives import FOLLOWER_INPUTS
 from fuse4seg_jax.train.optimizers import OPTIMIZERS, SCHEDULES
+from fuse4seg_jax.train.smfnet_objectives import stage_one_from_config
 from fuse4seg_jax.train.stages import STAGES, UNITS, leader_can_pretrain
 
 PRECISIONS = ("float32", "bfloat16")
@@ -105,6 +106,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for family in families:
         _check_sizes(config, family)
     solver_from_config(config)
+    stage_one_from_config(config)
     if config.bilevel.monitor.every > 0:
         monitor_reference(config)
 

@@ -101,6 +101,15 @@ def base_config() -> ml_collections.ConfigDict:
     c.loss.adversarial = 0.0
     c.loss.generator_form = "minimax"  # minimax: v1 eq. 10's log(1 - D) | non_saturating: -log D
     c.loss.pretrain_decomp = 2.0  # weight of L_decomp in the leader's pre-training (CDDFuse phase I)
+    # The pretrain stage's loss: cddfuse (5 SSIM-loss + MSE per modality + pretrain_decomp L_decomp)
+    # | smfnet (SMFNet's stage I, eq. 17-19: fuse4seg_jax/train/smfnet_objectives.py). For smfnet,
+    # `roles` gives each modality (data.modalities order) its SMFNet role: visible (Lovasz term)
+    # or infrared (Gram term); ssim, grad, visible_grad are alpha_3, beta_1, alpha_2 and
+    # pretrain_decomp is alpha_1.
+    c.loss.pretrain_objective = "cddfuse"
+    c.loss.smfnet = ml_collections.ConfigDict(
+        {"roles": ("visible", "infrared"), "ssim": 8.0, "grad": 10.0, "visible_grad": 5.0}
+    )
 
     c.optim = ml_collections.ConfigDict()
     c.optim.optimizer = "adamw"  # adamw | sgd (momentum 0.9), for all three parameter sets

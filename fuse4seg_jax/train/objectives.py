@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from fuse4seg_jax import losses
 from fuse4seg_jax.models import PureModel
+from fuse4seg_jax.train.smfnet_objectives import SMFNetStageOne
 
 Batch = dict[str, jax.Array]
 FOLLOWER_INPUTS = ("average", "fused", "stacked")
@@ -88,6 +89,8 @@ class Objectives:
         caf_weights: weights of CAF's loss space (``fuse4seg_jax.search.weights``); when given,
             the fusion terms gain ``caf``, ``losses.caf_weighted_loss`` on the fused image, added
             with weight 1 (CAF's hierarchical training with a searched or preset loss).
+        smfnet_stage_one: SMFNet's stage-I loss (``fuse4seg_jax.train.smfnet_objectives``), the
+            pre-training objective of :meth:`smfnet_pretrain_loss`; None where CDDFuse's is used.
     """
 
     fusion: PureModel
@@ -103,6 +106,7 @@ class Objectives:
     generator_form: str = "minimax"
     caf_weights: tuple[float, ...] = ()
     pretrain_decomp: float = 2.0
+    smfnet_stage_one: SMFNetStageOne | None = None
 
     @property
     def loss_dtype(self) -> jnp.dtype:
@@ -207,6 +211,10 @@ class Objectives:
         ``pretrain_decomp`` (2) L_decomp."""
         terms = self._autoencoder_terms(self._autoencode(leader, batch["image"]), batch["image"])
         return terms["recon"] + self.pretrain_decomp * terms["decomp"], terms
+
+    def smfnet_pretrain_loss(self, leader: Any, _: Any, batch: Batch):
+        """SMFNet's stage I (eq. 17-19): ``smfnet_stage_one`` on the leader's ``autoencode`` pass."""
+        return self.smfnet_stage_one(self._autoencode(leader, batch["image"]), batch["image"])
 
     def _judge(self, discriminators: Any, images: jax.Array) -> jax.Array:
         """Logits ``(N, B)`` of the N discriminators (params stacked on a leading axis), each on

@@ -35,6 +35,7 @@ from fuse4seg_jax.train import sharding
 from fuse4seg_jax.train.choices import model_arguments, solver_from_config
 from fuse4seg_jax.train.objectives import Objectives, microbatched
 from fuse4seg_jax.train.optimizers import make_optimizer
+from fuse4seg_jax.train.smfnet_objectives import stage_one_from_config
 from fuse4seg_jax.train.stages import StagePlan
 
 State = dict[str, Any]
@@ -89,10 +90,12 @@ class Trainer:
             generator_form=config.loss.generator_form,
             pretrain_decomp=config.loss.pretrain_decomp,
             caf_weights=resolve_caf_weights(config.loss.caf_weights, num_modalities, config.seed),
+            smfnet_stage_one=stage_one_from_config(config),
         )
         micro = int(config.batch.accumulation)
         obj = self.objectives
         self.solver = solver_from_config(config)
+        pretrain_loss = obj.smfnet_pretrain_loss if obj.smfnet_stage_one is not None else obj.pretrain_loss
         # v1's eq. 6 weighs the fusion loss alone against the follower's loss (docs/solvers.md#joint)
         outer_loss = obj.joint_outer_loss if isinstance(self.solver, bilevel.Joint) else obj.outer_loss
         self.problem = bilevel.Problem(
@@ -121,7 +124,7 @@ class Trainer:
                 self._adversarial_pretrain(microbatched(obj.adversarial_pretrain_loss, micro))
                 if self.adversarial
                 else self._single_level(
-                    microbatched(obj.pretrain_loss, micro), "leader", "pretrain_opt", self.pretrain_opt
+                    microbatched(pretrain_loss, micro), "leader", "pretrain_opt", self.pretrain_opt
                 )
             ),
             "fusion": jit(
