@@ -50,6 +50,7 @@ _EXPORTS = {
     "Fuse4segBrats": "slices_builder",
     "brats_config": "slices_builder",
     "split_cases": "splits",
+    "write_synthetic_pairs": "synthetic_pairs",
 }
 __all__ = sorted(_EXPORTS)
 
