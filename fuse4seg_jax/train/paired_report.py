@@ -17,6 +17,10 @@ from fuse4seg_jax.train.paired import METHODS  # noqa: E402
 from fuse4seg_jax.train.report import save_curves  # noqa: E402
 from fuse4seg_jax.train.rundir import read_metrics  # noqa: E402
 
+PSNR_NOTE = (
+    "PSNR averages the MSE to each source, which the average rule minimises: no fused image can "
+    "score a higher PSNR than the average rule (up to 8-bit rounding)."
+)
 AVERAGE_DIR = "average_rule"
 """Sub-folder of the run directory holding the average rule's ``scores.csv`` / ``scores.json``."""
 
@@ -75,7 +79,7 @@ def write_pairs_report(workdir: Path, config: ml_collections.ConfigDict, result:
     count = len(result["rows"]["leader"])
     tables = (
         f"## Fusion of {count} held-out pairs (split {config.eval.split}, luma, 8-bit)\n\n"
-        f"{comparison_table(result['summary'])}\n"
+        f"{comparison_table(result['summary'])}\n\n{PSNR_NOTE}\n"
     )
     body = (
         f"# Fusion run report\n\nfusion `{config.model.fusion}` trained alone on the pairs of "
