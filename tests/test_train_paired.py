@@ -13,6 +13,7 @@ from fuse4seg_jax.errors import ConfigError, DataError
 from fuse4seg_jax.metrics import fusion_scores
 from fuse4seg_jax.train.config import load_config
 from fuse4seg_jax.train.paired import open_pairs
+from fuse4seg_jax.train.paired_report import comparison_table
 
 SMOKE = "configs/harvard_mri_pet.py:smoke"
 
@@ -88,6 +89,23 @@ def test_a_split_without_pairs_cannot_be_the_held_out_split(tmp_path):
     config = load_config(SMOKE, [f"--config.data.paired_dir={tmp_path / 'p'}", "--config.eval.split=val"])
     with pytest.raises(ConfigError, match=r"eval.split = 'val': that split holds no pairs"):
         open_pairs(config)
+
+
+def test_the_table_has_a_line_per_method_and_says_where_the_leader_is_higher():
+    def stats(mean):
+        return {"mean": mean, "std": 0.5, "n": 2}
+
+    summary = {
+        "leader": {"EN": stats(7.0), "PSNR": stats(15.0)},
+        "average": {"EN": stats(6.0), "PSNR": stats(20.0)},
+    }
+    lines = comparison_table(summary).splitlines()
+    assert lines[0] == "| method | EN | PSNR |"
+    assert lines[2:] == [
+        "| trained leader | 7.0000 ± 0.5000 | 15.0000 ± 0.5000 |",
+        "| average rule | 6.0000 ± 0.5000 | 20.0000 ± 0.5000 |",
+        "| leader higher | yes | no |",
+    ]
 
 
 @pytest.mark.slow
