@@ -37,6 +37,8 @@ _EXPORTS = {
     "Geometry": "nifti",
     "read_nifti": "nifti",
     "write_nifti": "nifti",
+    "PairSource": "pair_source",
+    "open_pair_splits": "pair_source",
     "Pair": "paired",
     "read_paired_folder": "paired",
     "restore_colour": "paired",

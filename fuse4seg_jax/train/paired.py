@@ -17,7 +17,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from fuse4seg_jax import data, metrics
-from fuse4seg_jax.data.pair_source import PairSource, open_pair_splits
+from fuse4seg_jax.data.pair_source import PairSource
 from fuse4seg_jax.data.synthetic_pairs import kind_of
 from fuse4seg_jax.errors import ConfigError
 from fuse4seg_jax.train.evaluation import predict_volume
@@ -48,7 +48,7 @@ def open_pairs(config: ml_collections.ConfigDict) -> dict[str, PairSource]:
             seed=config.seed,
             size=config.data.synthetic_size,
         )
-    splits = open_pair_splits(
+    splits = data.open_pair_splits(
         folder, modalities, split_seed=config.data.split_seed, fractions=tuple(config.data.fractions)
     )
     if config.eval.split not in splits:
