@@ -20,6 +20,7 @@ from fuse4seg_jax.errors import ConfigError, Fuse4SegError
 # verb -> (module under fuse4seg_jax.commands, one-line help)
 VERBS: dict[str, tuple[str, str]] = {
     "phantom": ("phantom", "write synthetic BraTS-layout cases (brain, tumour, 4 contrasts)"),
+    "pairs": ("pairs", "write synthetic Harvard-style pairs: MRI with CT, PET or SPECT, as PNG folders"),
     "prepare": ("prepare", "turn BraTS or phantom cases into the ArrayRecord slice dataset"),
     "evaluate": ("evaluate", "score segmentations against ground truth, or fused images"),
     "models": ("models", "list registered models with their parameter counts at the paper and demo sizes"),

@@ -37,6 +37,8 @@ _EXPORTS = {
     "Geometry": "nifti",
     "read_nifti": "nifti",
     "write_nifti": "nifti",
+    "PairSource": "pair_source",
+    "open_pair_splits": "pair_source",
     "Pair": "paired",
     "read_paired_folder": "paired",
     "restore_colour": "paired",
@@ -50,6 +52,7 @@ _EXPORTS = {
     "Fuse4segBrats": "slices_builder",
     "brats_config": "slices_builder",
     "split_cases": "splits",
+    "write_synthetic_pairs": "synthetic_pairs",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -19,6 +19,8 @@ from flax import nnx
 
 from fuse4seg_jax import losses, models
 from fuse4seg_jax.data.splits import check_fractions
+from fuse4seg_jax.data.synthetic_pairs import KINDS as SYNTHETIC_KINDS
+from fuse4seg_jax.data.synthetic_pairs import folder_names, kind_of
 from fuse4seg_jax.errors import ConfigError
 from fuse4seg_jax.search.weights import resolve_caf_weights
 from fuse4seg_jax.train import sharding
@@ -30,6 +32,7 @@ from fuse4seg_jax.train.smfnet_objectives import stage_one_from_config
 from fuse4seg_jax.train.stages import STAGES, UNITS, leader_can_pretrain
 
 PRECISIONS = ("float32", "bfloat16")
+DATA_KINDS = ("brats", "paired")
 BATCHES = ("batch.size", "batch.tr_size", "batch.val_size")
 
 # (key, holds, what is allowed) for numbers with a fixed range
@@ -102,6 +105,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         check_fractions(config.data.fractions)
     except ConfigError as err:
         raise ConfigError(f"config key data.fractions: {err}") from err
+    _choice(config, "data.kind", DATA_KINDS)
+    if config.data.kind == "paired":
+        _check_paired(config)
     _check_batches(config)
     for family in families:
         _check_sizes(config, family)
@@ -109,6 +115,45 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     stage_one_from_config(config)
     if config.bilevel.monitor.every > 0:
         monitor_reference(config)
+
+
+def _check_paired(config: ml_collections.ConfigDict) -> None:
+    """Paired data (``data.kind = "paired"``) trains and scores the leader alone, on two folders."""
+    modalities = tuple(config.data.modalities)
+    _require(len(modalities) == 2, "data.modalities", modalities, "two folder names under data.paired_dir")
+    _require(bool(config.data.paired_dir), "data.paired_dir", config.data.paired_dir, "a folder of pairs")
+    for kind in ("follower", "bilevel"):
+        _require(
+            config.stages[kind] == 0,
+            f"stages.{kind}",
+            config.stages[kind],
+            "0 with data.kind = 'paired': pairs have no labels; only the leader's stages "
+            "(pretrain, fusion) run",
+        )
+    _require(
+        config.eval_input == "fused", "eval_input", config.eval_input, "'fused' with data.kind = 'paired'"
+    )
+    _require(
+        config.data.synthetic_pairs >= 0,
+        "data.synthetic_pairs",
+        config.data.synthetic_pairs,
+        "an integer >= 0",
+    )
+    if config.data.synthetic_pairs > 0:
+        names = ", ".join("/".join(folder_names(kind)) for kind in SYNTHETIC_KINDS)
+        _require(
+            kind_of(modalities) is not None,
+            "data.modalities",
+            modalities,
+            f"the folders of a synthetic kind ({names}) with data.synthetic_pairs > 0",
+        )
+        # VIF, one of the held-out scores, needs 41 pixels a side
+        _require(
+            config.data.synthetic_size >= 41,
+            "data.synthetic_size",
+            config.data.synthetic_size,
+            "an integer >= 41",
+        )
 
 
 def _check_batches(config: ml_collections.ConfigDict) -> None:

@@ -43,6 +43,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.fractions = (0.7, 0.1, 0.2)
     c.data.phantom_cases = 0  # > 0: generate this many phantom cases into manual_dir if it is absent
     c.data.phantom_shape = (96, 96, 64)
+    # brats: the slices `prepare` makes of manual_dir; paired: image pairs for training the leader
+    # alone (fuse4seg_jax.data.pair_source): paired_dir holds one PNG folder per data.modalities
+    c.data.kind = "brats"
+    c.data.paired_dir = ""
+    c.data.synthetic_pairs = 0  # paired: > 0: generate this many synthetic pairs into paired_dir if absent
+    c.data.synthetic_size = 256  # their side in pixels (the Harvard atlas's)
 
     c.model = ml_collections.ConfigDict()
     c.model.fusion = "frequency_decoupled"  # the leader; its sizes: model.fusion_sizes.<name>

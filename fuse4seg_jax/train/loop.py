@@ -23,6 +23,8 @@ from fuse4seg_jax.train.checks import config_warnings, validate_config
 from fuse4seg_jax.train.config import to_json
 from fuse4seg_jax.train.evaluation import evaluate
 from fuse4seg_jax.train.monitor import monitor_for
+from fuse4seg_jax.train.paired import evaluate_pairs, open_pairs
+from fuse4seg_jax.train.paired_report import write_pairs_report
 from fuse4seg_jax.train.report import write_report
 from fuse4seg_jax.train.rundir import LIBRARY_LOG, MetricsLog, library_log, open_run, run_lock
 from fuse4seg_jax.train.trainer import Trainer
@@ -107,7 +109,8 @@ def run_training(
             config has passed the checks (the ``train`` command prints them).
 
     Returns:
-        the evaluation (``fuse4seg_jax.train.evaluation.evaluate``) plus ``tables``, the report's
+        the evaluation (``fuse4seg_jax.train.evaluation.evaluate``, or for ``data.kind =
+        "paired"`` ``fuse4seg_jax.train.paired.evaluate_pairs``) plus ``tables``, the report's
         markdown tables.
 
     Raises:
@@ -122,8 +125,11 @@ def run_training(
     if config.mesh.distributed:  # first: the checks count the devices of every host
         jax.distributed.initialize()
     validate_config(config)
-    if config.stages.unit != "steps":  # epochs count the prepared train split's slices
-        config = stages.in_steps(config, len(data.open_split(ensure_dataset(config), "train")))
+    # paired folders are read, and their errors raised, before the run folder is touched
+    pairs = open_pairs(config) if config.data.kind == "paired" else None
+    if config.stages.unit != "steps":  # epochs count the train split's slices (or pairs)
+        train = pairs["train"] if pairs else data.open_split(ensure_dataset(config), "train")
+        config = stages.in_steps(config, len(train))
     if warn is not None:
         for message in config_warnings(config):
             warn(message)
@@ -131,14 +137,24 @@ def run_training(
         workdir = open_run(workdir, config, resume=resume, overwrite=overwrite)
         with library_log(workdir / LIBRARY_LOG, verbose=verbose):
             return _train(
-                config, workdir, resume=resume, progress=progress, stop_after=stop_after, trainer=trainer
+                config,
+                workdir,
+                resume=resume,
+                progress=progress,
+                stop_after=stop_after,
+                trainer=trainer,
+                pairs=pairs,
             )
 
 
-def _train(config, workdir: Path, *, resume, progress, stop_after, trainer) -> dict:
-    """:func:`run_training`'s work in an opened, locked run folder."""
-    dataset = ensure_dataset(config)
-    train_src = data.open_split(dataset, "train")
+def _train(config, workdir: Path, *, resume, progress, stop_after, trainer, pairs) -> dict:
+    """:func:`run_training`'s work in an opened, locked run folder (``pairs``: :func:`open_pairs`'
+    splits of a paired run, else None)."""
+    if pairs is None:
+        dataset = ensure_dataset(config)
+        train_src = data.open_split(dataset, "train")
+    else:
+        train_src = pairs["train"]
     if trainer is None:
         mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
         trainer = Trainer(config, mesh, num_modalities=len(train_src.modalities))
@@ -184,6 +200,10 @@ def _train(config, workdir: Path, *, resume, progress, stop_after, trainer) -> d
             "samples": [],
             "tables": f"stopped after step {total} of {trainer.plan.total}; continue with --resume",
         }
+    if pairs is not None:
+        result = evaluate_pairs(trainer, state, pairs[config.eval.split], max_cases=config.eval.max_cases)
+        result["tables"] = write_pairs_report(workdir, config, result, gallery=config.eval.gallery)
+        return result
     eval_src = data.open_split(dataset, config.eval.split)
     result = evaluate(trainer, state, eval_src, max_cases=config.eval.max_cases)
     result["tables"] = write_report(workdir, config, result, gallery=config.eval.gallery)
