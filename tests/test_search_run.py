@@ -75,6 +75,7 @@ def test_train_refuses_a_bad_weights_file_naming_it_and_writes_nothing(
         ("--config.search.compare=('uniform','vgg')", "search.compare holds 'vgg'"),
         ("--config.search.beta_decay=0.0", "search.beta_decay = 0.0"),
         ("--config.bilevel.solver=darts", "bilevel.solver = 'darts'"),
+        ("--config.data.kind=paired", "data.kind = 'paired': `fuse4seg search` needs labelled"),
     ],
 )
 def test_search_refuses_a_bad_config_naming_the_key_and_writes_nothing(

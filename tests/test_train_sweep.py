@@ -35,6 +35,13 @@ def test_a_bad_config_fails_before_any_run(tmp_path, capsys):
     assert "none.py" in capsys.readouterr().err and not out.exists()
 
 
+def test_a_paired_image_config_is_refused_naming_the_data_kind(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--configs", "configs/smoke.py", "configs/harvard_mri_ct.py:smoke", "--out", str(out)]
+    assert main(argv) == 2
+    assert "data.kind = 'paired'" in capsys.readouterr().err and not out.exists()
+
+
 @pytest.mark.slow
 def test_a_sweep_trains_each_config_and_seed_once(tiny_overrides, tmp_path, standard_promotion):
     out = tmp_path / "sweep"

@@ -33,7 +33,7 @@ from flax import nnx
 from fuse4seg_jax import models
 from fuse4seg_jax.errors import ConfigError
 from fuse4seg_jax.search.weights import PRESETS, resolve_caf_weights
-from fuse4seg_jax.train.checks import validate_config
+from fuse4seg_jax.train.checks import require_segmentation_data, validate_config
 from fuse4seg_jax.train.choices import model_arguments
 from fuse4seg_jax.train.defaults import base_config, demo_config, smoke_config
 
@@ -107,6 +107,7 @@ def validate_search_config(config: ml_collections.ConfigDict) -> None:
     """
     if "search" not in config:
         raise ConfigError("the config has no search block; start from configs/caf_search.py")
+    require_segmentation_data(config, "search")
     validate_config(config)
     s = config.search
     for key, holds, allowed in (

@@ -117,6 +117,19 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         monitor_reference(config)
 
 
+def require_segmentation_data(config: ml_collections.ConfigDict, verb: str) -> None:
+    """Refuse a paired-image config in a verb that segments (``search``, ``sweep``, ``compare-solvers``).
+
+    Raises:
+        ConfigError: ``data.kind`` is not ``brats``, naming the key and ``verb``.
+    """
+    if config.data.kind != "brats":
+        raise ConfigError(
+            f"config key data.kind = {config.data.kind!r}: `fuse4seg {verb}` needs labelled segmentation "
+            f"data ('brats'); paired images have no labels and train the leader alone (`fuse4seg train`)"
+        )
+
+
 def _check_paired(config: ml_collections.ConfigDict) -> None:
     """Paired data (``data.kind = "paired"``) trains and scores the leader alone, on two folders."""
     modalities = tuple(config.data.modalities)

@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 
 from fuse4seg_jax.atomic import atomic_file  # noqa: E402
 from fuse4seg_jax.metrics.summary import MEAN_REGIONS  # noqa: E402
+from fuse4seg_jax.train.checks import require_segmentation_data  # noqa: E402
 from fuse4seg_jax.train.config import load_config  # noqa: E402
 from fuse4seg_jax.train.loop import run_training  # noqa: E402
 
@@ -71,6 +72,8 @@ def run_sweep(
         for arg in config_args
         for seed in seeds
     }
+    for config in configs.values():
+        require_segmentation_data(config, "sweep")
     summaries: dict[str, list[dict]] = {}
     for (name, seed), config in configs.items():
         workdir = out / name / f"seed{seed}"
