@@ -25,7 +25,7 @@ from fuse4seg_jax.train import sharding
 from fuse4seg_jax.train.choices import model_arguments, solver_from_config
 from fuse4seg_jax.train.monitor import monitor_reference
 from fuse4seg_jax.train.objectives import FOLLOWER_INPUTS
-from fuse4seg_jax.train.optimizers import OPTIMIZERS, SCHEDULES
+from fuse4seg_jax.train.optimizers import OPTIMIZERS, PARAMETER_SETS, SCHEDULES, optimizer_settings
 from fuse4seg_jax.train.stages import STAGES, UNITS, leader_can_pretrain
 
 PRECISIONS = ("float32", "bfloat16")
@@ -102,6 +102,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     except ConfigError as err:
         raise ConfigError(f"config key data.fractions: {err}") from err
     _check_batches(config)
+    _check_optimizers(config)
     for family in families:
         _check_sizes(config, family)
     solver_from_config(config)
@@ -119,6 +120,28 @@ def _check_batches(config: ml_collections.ConfigDict) -> None:
             key,
             value,
             f"a multiple of the {devices} data-axis devices (mesh.data) and of batch.accumulation = {parts}",
+        )
+
+
+def _check_optimizers(config: ml_collections.ConfigDict) -> None:
+    """Each parameter set's own optimiser keys (``optim.<set>.*``), as they resolve."""
+    for parameter_set in PARAMETER_SETS:
+        key = f"optim.{parameter_set}"
+        own = config.optim[parameter_set]
+        if own.name is not None:
+            _choice(config, f"{key}.name", OPTIMIZERS)
+        if own.schedule is not None:
+            _choice(config, f"{key}.schedule", SCHEDULES)
+        if own.weight_decay is not None:
+            _require(own.weight_decay >= 0, f"{key}.weight_decay", own.weight_decay, "a number >= 0")
+        _require(0 <= own.momentum < 1, f"{key}.momentum", own.momentum, "0 <= momentum < 1")
+        _require(0 < own.decay_rate <= 1, f"{key}.decay_rate", own.decay_rate, "0 < decay_rate <= 1")
+        stepped = optimizer_settings(config, parameter_set)["schedule"] == "step"
+        _require(
+            own.decay_every >= 1 if stepped else own.decay_every >= 0,
+            f"{key}.decay_every",
+            own.decay_every,
+            "an integer >= 1 (the step schedule's interval)" if stepped else "an integer >= 0",
         )
 
 

@@ -15,9 +15,11 @@ the built-in ones.
 from __future__ import annotations
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 import bilevel
 from fuse4seg_jax import losses, models
+from fuse4seg_jax.train.optimizers import PARAMETER_SETS
 
 
 def _model_sizes(preset: str) -> dict[str, ml_collections.ConfigDict]:
@@ -103,14 +105,37 @@ def base_config() -> ml_collections.ConfigDict:
     c.loss.pretrain_decomp = 2.0  # weight of L_decomp in the leader's pre-training (CDDFuse phase I)
 
     c.optim = ml_collections.ConfigDict()
-    c.optim.optimizer = "adamw"  # adamw | sgd (momentum 0.9), for all three parameter sets
+    c.optim.optimizer = "adamw"  # adamw | sgd (momentum 0.9): every parameter set unless it sets its own
     c.optim.leader_lr = 1e-4
     c.optim.follower_lr = 3e-4
     c.optim.pretrain_lr = 1e-4
     c.optim.discriminator_lr = 1e-4
     c.optim.weight_decay = 1e-5
     c.optim.clip_norm = 0.0  # 0: no clipping
-    c.optim.schedule = "cosine"  # cosine | constant
+    c.optim.schedule = "cosine"  # cosine | constant | step
+    # Each parameter set's own optimiser (fuse4seg_jax.train.optimizers.optimizer_settings): the
+    # leader (fusion), the follower (segmentation), the leader's pre-training and the
+    # discriminators. Its learning rate is optim.<set>_lr above; None (unset) inherits:
+    #   name          optim.optimizer                     adamw | sgd
+    #   schedule      optim.schedule                      cosine | constant | step
+    #   weight_decay  optim.weight_decay (leader, follower), 0 (pretrain, discriminator)
+    # and, used by sgd / the step schedule only:
+    #   momentum      0.9    SGD's heavy-ball momentum
+    #   decay_rate    0.5    step schedule: the rate is multiplied by decay_rate ...
+    #   decay_every   0      ... every decay_every updates of this set, counted in stages.unit
+    #                        (epochs of the set's stage: pretrain for pretrain and discriminator,
+    #                        follower for the follower, bilevel, else fusion, for the leader)
+    for parameter_set in PARAMETER_SETS:
+        c.optim[parameter_set] = ml_collections.ConfigDict(
+            {
+                "name": placeholder(str),
+                "schedule": placeholder(str),
+                "weight_decay": placeholder(float),
+                "momentum": 0.9,
+                "decay_rate": 0.5,
+                "decay_every": 0,
+            }
+        )
 
     c.batch = ml_collections.ConfigDict()
     c.batch.size = 8  # global batch of the single-level stages

@@ -34,7 +34,7 @@ from fuse4seg_jax.search.weights import resolve_caf_weights
 from fuse4seg_jax.train import sharding
 from fuse4seg_jax.train.choices import model_arguments, solver_from_config
 from fuse4seg_jax.train.objectives import Objectives, microbatched
-from fuse4seg_jax.train.optimizers import make_optimizer
+from fuse4seg_jax.train.optimizers import optimizer_for
 from fuse4seg_jax.train.stages import StagePlan
 
 State = dict[str, Any]
@@ -98,18 +98,11 @@ class Trainer:
         self.problem = bilevel.Problem(
             microbatched(obj.inner_loss, micro), microbatched(outer_loss, micro), has_aux=True
         )
-        o = config.optim
         inner_updates = config.stages.follower + config.bilevel.inner_steps * config.stages.bilevel
-
-        def optimizer(lr: float, steps: int, weight_decay: float) -> optax.GradientTransformation:
-            return make_optimizer(
-                o.optimizer, lr, steps, weight_decay=weight_decay, clip_norm=o.clip_norm, schedule=o.schedule
-            )
-
-        self.follower_opt = optimizer(o.follower_lr, inner_updates, o.weight_decay)
-        self.leader_opt = optimizer(o.leader_lr, config.stages.fusion + config.stages.bilevel, o.weight_decay)
-        self.pretrain_opt = optimizer(o.pretrain_lr, config.stages.pretrain, 0.0)
-        self.discriminator_opt = optimizer(o.discriminator_lr, config.stages.pretrain, 0.0)
+        self.follower_opt = optimizer_for(config, "follower", inner_updates)
+        self.leader_opt = optimizer_for(config, "leader", config.stages.fusion + config.stages.bilevel)
+        self.pretrain_opt = optimizer_for(config, "pretrain", config.stages.pretrain)
+        self.discriminator_opt = optimizer_for(config, "discriminator", config.stages.pretrain)
         abstract = jax.eval_shape(self._fresh_state)
         self.state_sharding = sharding.state_shardings(mesh, abstract, config.mesh.shard_params)
         replicated = sharding.replicated(mesh)
