@@ -24,7 +24,7 @@ from fuse4seg_jax.search.weights import resolve_caf_weights
 from fuse4seg_jax.train import sharding
 from fuse4seg_jax.train.choices import model_arguments, solver_from_config
 from fuse4seg_jax.train.monitor import monitor_reference
-from fuse4seg_jax.train.objectives import FOLLOWER_INPUTS
+from fuse4seg_jax.train.objectives import FOLLOWER_INPUTS, PRETRAIN_FORMS
 from fuse4seg_jax.train.optimizers import OPTIMIZERS, PARAMETER_SETS, SCHEDULES, optimizer_settings
 from fuse4seg_jax.train.stages import STAGES, UNITS, leader_can_pretrain
 
@@ -46,6 +46,8 @@ _RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ),
     ("optim.weight_decay", lambda v: v >= 0, "a number >= 0"),
     ("loss.pretrain_decomp", lambda v: v >= 0, "a number >= 0"),
+    ("loss.fusion_adversarial", lambda v: v >= 0, "a number >= 0 (0: off)"),
+    ("loss.pretrain_sigma", lambda v: 0 <= v <= 1, "a number in [0, 1] (v1 eq. 9's sigma)"),
     ("optim.clip_norm", lambda v: v >= 0, "a number >= 0 (0: no clipping)"),
     ("log_every", lambda v: v >= 1, "an integer >= 1"),
     ("checkpoint_every", lambda v: v >= 1, "an integer >= 1"),
@@ -84,6 +86,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _choice(config, "optim.optimizer", OPTIMIZERS)
     _choice(config, "optim.schedule", SCHEDULES)
     _choice(config, "stages.unit", UNITS)
+    _choice(config, "loss.pretrain_form", PRETRAIN_FORMS)
     families = ["fusion", "segmentation"]
     if config.loss.adversarial > 0:
         families.append("discriminator")
@@ -103,6 +106,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"config key data.fractions: {err}") from err
     _check_batches(config)
     _check_optimizers(config)
+    if config.loss.fusion_adversarial > 0 and not (
+        config.loss.adversarial > 0 and config.stages.pretrain > 0 and leader_can_pretrain(config)
+    ):
+        raise ConfigError(
+            f"config key loss.fusion_adversarial = {config.loss.fusion_adversarial!r}: the fusion "
+            "stage's adversarial term needs the discriminators of an adversarial pre-training "
+            "(loss.adversarial > 0, stages.pretrain > 0 and a leader with an autoencode pass)"
+        )
     for family in families:
         _check_sizes(config, family)
     solver_from_config(config)

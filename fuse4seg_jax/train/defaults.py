@@ -101,8 +101,17 @@ def base_config() -> ml_collections.ConfigDict:
     # Fuse4Seg v1 adversarial pre-training: weight (lambda, eq. 9) of the generator term; > 0 trains
     # one discriminator per modality against the leader's reconstructions during `pretrain`.
     c.loss.adversarial = 0.0
+    # v1's adversarial term in the fusion stages (upper objective, fusion-only stage): weight of
+    # sum_i G(D_i(fused)), the discriminators frozen after the adversarial pre-training (so it needs
+    # loss.adversarial > 0 and a pretrain stage); 0: off
+    c.loss.fusion_adversarial = 0.0
     c.loss.generator_form = "minimax"  # minimax: v1 eq. 10's log(1 - D) | non_saturating: -log D
     c.loss.pretrain_decomp = 2.0  # weight of L_decomp in the leader's pre-training (CDDFuse phase I)
+    # The leader's pre-training loss: cddfuse (per modality 5 SSIM-loss + MSE, plus pretrain_decomp
+    # L_decomp) | fuse4seg_v1 (v1 eq. 9: sigma L_decomp + (1 - sigma) eq. 12's content loss, per
+    # modality MSE + 1 - SSIM; with loss.adversarial = lambda > 0, eq. 9's adversarial term too)
+    c.loss.pretrain_form = "cddfuse"
+    c.loss.pretrain_sigma = 0.5  # v1 eq. 9's sigma (the paper does not give its value: ours)
 
     c.optim = ml_collections.ConfigDict()
     c.optim.optimizer = "adamw"  # adamw | sgd (momentum 0.9): every parameter set unless it sets its own

@@ -88,15 +88,18 @@ class Trainer:
             adversarial=config.loss.adversarial,
             generator_form=config.loss.generator_form,
             pretrain_decomp=config.loss.pretrain_decomp,
+            pretrain_form=config.loss.pretrain_form,
+            pretrain_sigma=config.loss.pretrain_sigma,
+            fusion_adversarial=config.loss.fusion_adversarial,
             caf_weights=resolve_caf_weights(config.loss.caf_weights, num_modalities, config.seed),
         )
         micro = int(config.batch.accumulation)
         obj = self.objectives
         self.solver = solver_from_config(config)
         # v1's eq. 6 weighs the fusion loss alone against the follower's loss (docs/solvers.md#joint)
-        outer_loss = obj.joint_outer_loss if isinstance(self.solver, bilevel.Joint) else obj.outer_loss
+        self._outer_loss = obj.joint_outer_loss if isinstance(self.solver, bilevel.Joint) else obj.outer_loss
         self.problem = bilevel.Problem(
-            microbatched(obj.inner_loss, micro), microbatched(outer_loss, micro), has_aux=True
+            microbatched(obj.inner_loss, micro), microbatched(self._outer_loss, micro), has_aux=True
         )
         inner_updates = config.stages.follower + config.bilevel.inner_steps * config.stages.bilevel
         self.follower_opt = optimizer_for(config, "follower", inner_updates)
@@ -119,7 +122,12 @@ class Trainer:
             ),
             "fusion": jit(
                 self._single_level(
-                    microbatched(obj.fusion_only_loss, micro), "leader", "leader_opt", self.leader_opt
+                    microbatched(obj.fusion_only_loss, micro),
+                    "leader",
+                    "leader_opt",
+                    self.leader_opt,
+                    # the frozen discriminators of v1's adversarial fusion term (the follower is unused)
+                    other_key="discriminators" if config.loss.fusion_adversarial > 0 else "follower",
                 )
             ),
             "follower": jit(
@@ -167,9 +175,17 @@ class Trainer:
         # computed even for m = 0, so that the EMA never shares the leader's (donated) buffers
         return jax.tree.map(lambda e, p: m * e + (1.0 - m) * p, ema, leader)
 
-    def _single_level(self, loss_fn, param_key: str, opt_key: str, opt: optax.GradientTransformation):
-        """A step of one parameter set on ``loss_fn(params, other, batch)``, the other held fixed."""
-        other_key = "ema" if param_key == "follower" else "follower"
+    def _single_level(
+        self,
+        loss_fn,
+        param_key: str,
+        opt_key: str,
+        opt: optax.GradientTransformation,
+        other_key: str | None = None,
+    ):
+        """A step of one parameter set on ``loss_fn(params, other, batch)``, the other held fixed
+        (by default the EMA leader for the follower, the follower for the leader)."""
+        other_key = other_key or ("ema" if param_key == "follower" else "follower")
 
         def step(state: State, batch: dict) -> tuple[State, dict]:
             (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -207,6 +223,18 @@ class Trainer:
 
         return step
 
+    def problem_for(self, state: State) -> bilevel.Problem:
+        """The bi-level problem at ``state``: :attr:`problem`, or with ``loss.fusion_adversarial > 0``
+        the same problem whose outer loss closes over ``state``'s frozen discriminators."""
+        if self.config.loss.fusion_adversarial == 0:
+            return self.problem
+        judges = state["discriminators"]
+        outer = microbatched(
+            lambda follower, leader, batch: self._outer_loss(follower, leader, batch, judges),
+            int(self.config.batch.accumulation),
+        )
+        return bilevel.Problem(self.problem.inner_loss, outer, has_aux=True)
+
     def inner_batches(self, tr: dict) -> dict:
         """The K inner batches ``(K, B, ...)`` of a bi-level step from its D_tr rows: K copies of
         ``tr`` (Algorithm 1 as written), or with ``bilevel.distinct_inner_batches`` the K draws
@@ -232,7 +260,7 @@ class Trainer:
             bstate,
             inner_batches,
             val,
-            problem=self.problem,
+            problem=self.problem_for(state),
             solver=self.solver,
             inner_opt=self.follower_opt,
             outer_opt=self.leader_opt,
