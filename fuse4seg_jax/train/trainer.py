@@ -8,6 +8,7 @@ The train state is a plain dict of pytrees (as in big_vision):
     leader_opt / follower_opt / pretrain_opt   optax states
     discriminators / discriminator_opt         only with adversarial pre-training: the N
                                                discriminators' parameters stacked on axis 0
+                                               (after it, frozen: loss.fusion_adversarial's judges)
     solver      only with a solver that carries state between outer steps (a non-empty
                 ``init_state``: a warm-started solve's solution, a follower copy and its optimiser
                 state): shaped like the follower, so sharded by the same rule; checkpointed too
