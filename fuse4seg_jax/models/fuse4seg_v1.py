@@ -1,11 +1,11 @@
 """The Fuse4Seg v1 fusion leader: a pre-trained decomposition encoder, then cross-attention (eq. 8).
 
 Fuse4Seg v1 ("Image-Level Fusion Based Multi-Modality Medical Image Segmentation") pre-trains a
-dual-stream encoder with a reconstruction decoder and two discriminators (eq. 9-12), then fuses
-"the same frequency features from different modalities respectively, then combined by
-cross-attention" with modality 1 as the query and modality 2 as key and value (eq. 8). The paper
-gives no layers, so we build it from this package's pieces (our choice, written down here and in
-``docs/conventions.md#fuse4seg-v1``):
+dual-stream encoder with a reconstruction decoder and two discriminators (eq. 9-12); its fusion
+network merges the modalities' features frequency by frequency and joins them with a
+cross-attention in which modality 1 asks and modality 2 answers (keys and values, eq. 8). The
+paper gives no layers, so we build it from this package's pieces (our choice, written down here
+and in ``docs/conventions.md#fuse4seg-v1``):
 
 - encoder: the frequency-decoupled leader's shared encoder (3x3 embedding, Restormer blocks, a
   low-frequency base block and a high-frequency invertible coupling stack), per modality
@@ -19,8 +19,8 @@ gives no layers, so we build it from this package's pieces (our choice, written 
   ``sum_{j >= 2} W_o A_j W_v e_j`` (:class:`PatchCrossAttention`: patch tokens, resized back to
   pixels), then decoded and min-max stretched to [0, 1] per image.
 
-The attention maps ``A_j`` are returned for the report's gallery (``fuse4seg_jax.train.
-attention_gallery``), and ``low`` / ``high`` for the decomposition loss.
+The attention maps ``A_j`` are returned for the report's gallery
+(``fuse4seg_jax.train.attention_gallery``), and ``low`` / ``high`` for the decomposition loss.
 """
 
 from __future__ import annotations
