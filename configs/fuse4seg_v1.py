@@ -3,8 +3,8 @@
 The pipeline: the `fuse4seg_v1` leader's decomposition encoder and decoder pre-trained with one
 discriminator per modality (eq. 9-12: lambda L_adv + sigma L_correlation + (1 - sigma) L_content),
 then the cross-attention fusion (eq. 8) and the segmentation network trained together on eq. 6,
-L_seg + lambda_f L_fuse (the `joint` solver), L_fuse being eq. 13's gradient term (L_text) plus
-eq. 10's adversarial term on the fused image (the pre-trained discriminators, frozen). The
+L_seg + lambda_f L_fuse (the `joint` solver), L_fuse being eq. 13's gradient term (L_text);
+eq. 10's adversarial term on the fused image is `--config.loss.fusion_adversarial=W` (off). The
 paper's settings: Adam 1e-4 halved every 20 epochs for the encoder-decoder and the
 discriminators, 80 pre-training and 140 fusion epochs, SGD (lr 0.01, momentum 0.9, weight decay
 1e-4) for the segmentation network, batch 16, 224 x 224; T1 (the query, M1) + FLAIR. Where the
@@ -24,9 +24,11 @@ def v1_settings(c):
     c.loss.pretrain_form = "fuse4seg_v1"
     c.loss.pretrain_sigma = 0.5
     c.loss.adversarial = 0.1  # eq. 9's lambda
-    # eq. 6-7: L_seg + lambda_f L_fuse in one objective; L_fuse is eq. 13's gradient term plus the
-    # fusion stage's adversarial term (eq. 10 on the fused image, the discriminators frozen)
-    c.loss.fusion_adversarial = 0.1
+    # eq. 6-7: L_seg + lambda_f L_fuse in one objective; L_fuse is eq. 13's gradient term. The
+    # fusion stage's adversarial term (eq. 10 on the fused image, loss.fusion_adversarial) stays
+    # off: against frozen discriminators the leader learnt to fool them with a blank image in the
+    # demo (docs/conventions.md#fuse4seg-v1)
+    c.loss.fusion_adversarial = 0.0
     c.bilevel.solver = "joint"
     c.bilevel.options.joint.weight = 1.0  # lambda_f
     c.bilevel.inner_steps = 1  # one follower step per leader step: a plain simultaneous descent

@@ -120,7 +120,8 @@ def test_the_v1_config_has_the_papers_optimisers_and_batch():
 
 @pytest.mark.slow
 def test_the_v1_config_trains_end_to_end_and_shows_its_attention(tiny_overrides, tmp_path):
-    config = load_config("configs/fuse4seg_v1.py:smoke", [*tiny_overrides, "--config.mesh.data=1"])
+    overrides = [*tiny_overrides, "--config.mesh.data=1", "--config.loss.fusion_adversarial=0.1"]
+    config = load_config("configs/fuse4seg_v1.py:smoke", overrides)
     run_training(config, tmp_path / "run", progress=False)
     run = tmp_path / "run"
     records = read_metrics(run / "metrics.jsonl")
