@@ -22,6 +22,7 @@ TINY = {
     "frequency_decoupled": dict(dim=8, heads=2, encoder_blocks=1, decoder_blocks=1, inn_layers=2),
     "cross_attention": dict(dim=8, heads=2, encoder_blocks=1, decoder_blocks=1, patch=4),
     "caf_dense": dict(width=4, growth=4, dense_layers=2, blocks=3),
+    "fuse4seg_v1": dict(dim=8, heads=2, encoder_blocks=1, decoder_blocks=1, inn_layers=1, patch=4),
 }
 
 
@@ -253,6 +254,7 @@ def test_frequency_decoupled_parameter_count_matches_the_architecture(sizes):
     [
         pytest.param("fusion", "frequency_decoupled", (2, 6, 6, 2), marks=slow),
         pytest.param("fusion", "cross_attention", (2, 8, 12, 2), marks=slow),
+        pytest.param("fusion", "fuse4seg_v1", (2, 8, 12, 2), marks=slow),
         ("fusion", "caf_dense", (2, 6, 6, 2)),
         ("discriminator", "fuse4seg_v1", (3, 8, 8, 1)),
     ],

@@ -24,6 +24,7 @@ from fuse4seg_jax.losses.decomposition import (
     decomposition_loss,
     pairwise_correlations,
 )
+from fuse4seg_jax.losses.encoder_pretraining import content_loss, encoder_loss
 from fuse4seg_jax.losses.fusion_terms import fusion_term_weights, fusion_terms, register_fusion_term
 from fuse4seg_jax.losses.gradient import gradient_loss, sobel_magnitude
 from fuse4seg_jax.losses.reconstruction import max_intensity_loss, reconstruction_loss
@@ -46,11 +47,13 @@ __all__ = [
     "caf_term_names",
     "caf_terms",
     "caf_weights",
+    "content_loss",
     "correlation_coefficient",
     "cross_entropy_loss",
     "decomposition_loss",
     "decomposition_loss_with_interaction",
     "dice_ce_loss",
+    "encoder_loss",
     "discriminator_loss",
     "generator_loss_minimax",
     "fixed_conv_features",

@@ -10,6 +10,7 @@ from fuse4seg_jax.models import (
     cross_attention,  # noqa: F401  (registers its model)
     discriminator,  # noqa: F401  (registers its model)
     frequency_decoupled,  # noqa: F401  (registers its model)
+    fuse4seg_v1,  # noqa: F401  (registers its model)
     smfnet,  # noqa: F401  (registers its model)
 )
 from fuse4seg_jax.models.pure import Params, PureModel, count_params, split_module

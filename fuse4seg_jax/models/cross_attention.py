@@ -38,6 +38,78 @@ from fuse4seg_jax.models.registry import register
 from fuse4seg_jax.models.restormer import RestormerBlock
 
 
+def attend(queries: jax.Array, keys: jax.Array, values: jax.Array, heads: int) -> tuple[jax.Array, jax.Array]:
+    """Multi-head attention of one modality's tokens to each other modality's (eq. 8), summed.
+
+    Arguments:
+        queries: ``(B, T, C)``, ``W_q F_1`` (modality 1's projected tokens).
+        keys: ``(N - 1, B, T, C)``, ``W_k F_j`` of the other modalities.
+        values: ``(N - 1, B, T, C)``, ``W_v F_j``.
+        heads: attention heads; ``C`` must be divisible by it (``d = C / heads`` per head).
+
+    Returns:
+        ``(attended, attention)``: ``attended (B, T, C) = sum_j A_j V_j`` with the heads
+        concatenated, and ``attention (N - 1, B, heads, T, T)``, ``A_j = softmax(Q_h K_jh^T /
+        sqrt(d))`` per head, rows summing to 1 (row ``t``: how query token ``t`` weighs the tokens
+        of modality ``j + 1``).
+    """
+
+    def split(t: jax.Array) -> jax.Array:  # (..., T, C) -> (..., heads, T, d)
+        return jnp.swapaxes(t.reshape(*t.shape[:-1], heads, -1), -2, -3)
+
+    q, k, v = split(queries), split(keys), split(values)
+    scale = 1.0 / math.sqrt(queries.shape[-1] // heads)
+    attention = jax.nn.softmax(jnp.einsum("bhqd,jbhkd->jbhqk", q, k) * scale, axis=-1)
+    attended = jnp.einsum("jbhqk,jbhkd->bhqd", attention, v)
+    return jnp.swapaxes(attended, 1, 2).reshape(queries.shape), attention
+
+
+class PatchCrossAttention(nnx.Module):
+    """Eq. 8 on patch tokens: modality 1's tokens attend to each other modality's, back to pixels.
+
+    Each modality's feature map is cut into non-overlapping ``patch x patch`` cells by a strided
+    conv (``in_dim -> dim`` channels per token); ``W_q``, ``W_k``, ``W_v`` are bias-free linear
+    maps; the attended tokens (:func:`attend`, summed over the other modalities) are projected to
+    ``out_dim`` channels and resized bilinearly to the input's ``H x W``.
+
+    Arguments:
+        in_dim: channels of the feature maps; dim: channels of the tokens (divisible by
+            ``heads``); out_dim: channels of the output; heads: attention heads; patch: cell side.
+        rngs: parameter initialisation.
+
+    Call: ``features (N, B, H, W, in_dim) -> (attended (B, H, W, out_dim), attention (N - 1, B,
+    heads, T, T))`` with ``T = (H / patch) (W / patch)`` tokens in row-major order.
+    """
+
+    def __init__(self, in_dim: int, dim: int, out_dim: int, heads: int, patch: int, *, rngs: nnx.Rngs):
+        if patch < 1:
+            raise ConfigError(f"patch must be >= 1, got {patch}")
+        self.heads, self.patch = heads, patch
+        self.tokenise = nnx.Conv(in_dim, dim, (patch, patch), strides=patch, padding="VALID", rngs=rngs)
+        self.query = nnx.Linear(dim, dim, use_bias=False, rngs=rngs)
+        self.key = nnx.Linear(dim, dim, use_bias=False, rngs=rngs)
+        self.value = nnx.Linear(dim, dim, use_bias=False, rngs=rngs)
+        self.project_out = nnx.Linear(dim, out_dim, use_bias=False, rngs=rngs)
+
+    def check_grid(self, h: int, w: int) -> None:
+        """Raise :class:`ConfigError` unless ``h x w`` images tile into whole cells."""
+        if h % self.patch or w % self.patch:
+            raise ConfigError(f"image size {h} x {w} is not a multiple of patch ({self.patch})")
+
+    def __call__(self, features: jax.Array) -> tuple[jax.Array, jax.Array]:
+        n, b, h, w, _ = features.shape
+        self.check_grid(h, w)
+        tokens = self.tokenise(features.reshape(n * b, h, w, -1))
+        gh, gw, c = tokens.shape[1:]
+        tokens = tokens.reshape(n, b, gh * gw, c)
+        attended, attention = attend(
+            self.query(tokens[0]), self.key(tokens[1:]), self.value(tokens[1:]), self.heads
+        )
+        attended = self.project_out(attended.reshape(b, gh, gw, c))
+        out_dim = attended.shape[-1]
+        return jax.image.resize(attended, (b, h, w, out_dim), method="bilinear"), attention
+
+
 @register(
     "fusion",
     "cross_attention",
@@ -68,20 +140,11 @@ class CrossAttentionFusion(nnx.Module):
         rngs: nnx.Rngs,
     ):
         check_sizes(num_modalities, dim, heads)
-        if patch < 1:
-            raise ConfigError(f"patch must be >= 1, got {patch}")
-        self.num_modalities, self.heads, self.patch = num_modalities, heads, patch
+        self.num_modalities = num_modalities
         self.embed = nnx.Conv(1, dim, (3, 3), use_bias=False, rngs=rngs)
         self.blocks = nnx.List([RestormerBlock(dim, heads, rngs=rngs) for _ in range(encoder_blocks)])
-        self.tokenise = nnx.Conv(dim, dim, (patch, patch), strides=patch, padding="VALID", rngs=rngs)
-        self.query = nnx.Linear(dim, dim, use_bias=False, rngs=rngs)
-        self.key = nnx.Linear(dim, dim, use_bias=False, rngs=rngs)
-        self.value = nnx.Linear(dim, dim, use_bias=False, rngs=rngs)
-        self.project_out = nnx.Linear(dim, dim, use_bias=False, rngs=rngs)
+        self.mixer = PatchCrossAttention(dim, dim, dim, heads, patch, rngs=rngs)
         self.decoder = Decoder(2 * dim, dim, heads, decoder_blocks, rngs=rngs)
-
-    def _split_heads(self, t: jax.Array) -> jax.Array:  # (..., T, C) -> (..., heads, T, C/heads)
-        return jnp.swapaxes(t.reshape(*t.shape[:-1], self.heads, -1), -2, -3)
 
     def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
         """Fuse the modalities of ``x``.
@@ -97,21 +160,10 @@ class CrossAttentionFusion(nnx.Module):
         """
         check_images(x, self.num_modalities)
         b, h, w, n = x.shape
-        if h % self.patch or w % self.patch:
-            raise ConfigError(f"image size {h} x {w} is not a multiple of patch ({self.patch})")
         features = self.embed(fold_modalities(x))
         for block in self.blocks:
             features = block(features)
-        tokens = self.tokenise(features)  # (N * B, h', w', C)
-        gh, gw, c = tokens.shape[1:]
-        tokens = tokens.reshape(n, b, gh * gw, c)
-        q = self._split_heads(self.query(tokens[0]))  # (B, heads, T, d)
-        k = self._split_heads(self.key(tokens[1:]))  # (N - 1, B, heads, T, d)
-        v = self._split_heads(self.value(tokens[1:]))
-        scale = 1.0 / math.sqrt(c // self.heads)
-        attention = jax.nn.softmax(jnp.einsum("bhqd,jbhkd->jbhqk", q, k) * scale, axis=-1)
-        attended = jnp.einsum("jbhqk,jbhkd->bhqd", attention, v)
-        attended = self.project_out(jnp.swapaxes(attended, 1, 2).reshape(b, gh, gw, c))
-        attended = jax.image.resize(attended, (b, h, w, c), method="bilinear")
-        image = self.decoder(jnp.concatenate([features.reshape(n, b, h, w, c)[0], attended], -1))
+        features = features.reshape(n, b, h, w, -1)
+        attended, attention = self.mixer(features)
+        image = self.decoder(jnp.concatenate([features[0], attended], -1))
         return {"fused": min_max_per_image(image), "attention": attention}

@@ -26,8 +26,8 @@ from fuse4seg_jax.search.weights import resolve_caf_weights
 from fuse4seg_jax.train import sharding
 from fuse4seg_jax.train.choices import model_arguments, solver_from_config
 from fuse4seg_jax.train.monitor import monitor_reference
-from fuse4seg_jax.train.objectives import FOLLOWER_INPUTS
-from fuse4seg_jax.train.optimizers import OPTIMIZERS, SCHEDULES
+from fuse4seg_jax.train.objectives import FOLLOWER_INPUTS, PRETRAIN_OBJECTIVES
+from fuse4seg_jax.train.optimizers import OPTIMIZERS, PARAMETER_SETS, SCHEDULES, optimizer_settings
 from fuse4seg_jax.train.smfnet_objectives import stage_one_from_config
 from fuse4seg_jax.train.stages import STAGES, UNITS, leader_can_pretrain
 
@@ -50,6 +50,8 @@ _RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ),
     ("optim.weight_decay", lambda v: v >= 0, "a number >= 0"),
     ("loss.pretrain_decomp", lambda v: v >= 0, "a number >= 0"),
+    ("loss.fusion_adversarial", lambda v: v >= 0, "a number >= 0 (0: off)"),
+    ("loss.pretrain_sigma", lambda v: 0 <= v <= 1, "a number in [0, 1] (v1 eq. 9's sigma)"),
     ("optim.clip_norm", lambda v: v >= 0, "a number >= 0 (0: no clipping)"),
     ("log_every", lambda v: v >= 1, "an integer >= 1"),
     ("checkpoint_every", lambda v: v >= 1, "an integer >= 1"),
@@ -88,6 +90,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _choice(config, "optim.optimizer", OPTIMIZERS)
     _choice(config, "optim.schedule", SCHEDULES)
     _choice(config, "stages.unit", UNITS)
+    _choice(config, "loss.pretrain_objective", PRETRAIN_OBJECTIVES)
     families = ["fusion", "segmentation"]
     if config.loss.adversarial > 0:
         families.append("discriminator")
@@ -109,6 +112,15 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if config.data.kind == "paired":
         _check_paired(config)
     _check_batches(config)
+    _check_optimizers(config)
+    if config.loss.fusion_adversarial > 0 and not (
+        config.loss.adversarial > 0 and config.stages.pretrain > 0 and leader_can_pretrain(config)
+    ):
+        raise ConfigError(
+            f"config key loss.fusion_adversarial = {config.loss.fusion_adversarial!r}: the fusion "
+            "stage's adversarial term needs the discriminators of an adversarial pre-training "
+            "(loss.adversarial > 0, stages.pretrain > 0 and a leader with an autoencode pass)"
+        )
     for family in families:
         _check_sizes(config, family)
     solver_from_config(config)
@@ -179,6 +191,28 @@ def _check_batches(config: ml_collections.ConfigDict) -> None:
             key,
             value,
             f"a multiple of the {devices} data-axis devices (mesh.data) and of batch.accumulation = {parts}",
+        )
+
+
+def _check_optimizers(config: ml_collections.ConfigDict) -> None:
+    """Each parameter set's own optimiser keys (``optim.<set>.*``), as they resolve."""
+    for parameter_set in PARAMETER_SETS:
+        key = f"optim.{parameter_set}"
+        own = config.optim[parameter_set]
+        if own.name is not None:
+            _choice(config, f"{key}.name", OPTIMIZERS)
+        if own.schedule is not None:
+            _choice(config, f"{key}.schedule", SCHEDULES)
+        if own.weight_decay is not None:
+            _require(own.weight_decay >= 0, f"{key}.weight_decay", own.weight_decay, "a number >= 0")
+        _require(0 <= own.momentum < 1, f"{key}.momentum", own.momentum, "0 <= momentum < 1")
+        _require(0 < own.decay_rate <= 1, f"{key}.decay_rate", own.decay_rate, "0 < decay_rate <= 1")
+        stepped = optimizer_settings(config, parameter_set)["schedule"] == "step"
+        _require(
+            own.decay_every >= 1 if stepped else own.decay_every >= 0,
+            f"{key}.decay_every",
+            own.decay_every,
+            "an integer >= 1 (the step schedule's interval)" if stepped else "an integer >= 0",
         )
 
 

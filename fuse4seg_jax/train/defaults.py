@@ -15,9 +15,11 @@ the built-in ones.
 from __future__ import annotations
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 import bilevel
 from fuse4seg_jax import losses, models
+from fuse4seg_jax.train.optimizers import PARAMETER_SETS
 
 
 def _model_sizes(preset: str) -> dict[str, ml_collections.ConfigDict]:
@@ -105,27 +107,57 @@ def base_config() -> ml_collections.ConfigDict:
     # Fuse4Seg v1 adversarial pre-training: weight (lambda, eq. 9) of the generator term; > 0 trains
     # one discriminator per modality against the leader's reconstructions during `pretrain`.
     c.loss.adversarial = 0.0
+    # v1's adversarial term in the fusion stages (upper objective, fusion-only stage): weight of
+    # sum_i G(D_i(fused)), the discriminators frozen after the adversarial pre-training (so it needs
+    # loss.adversarial > 0 and a pretrain stage); 0: off
+    c.loss.fusion_adversarial = 0.0
     c.loss.generator_form = "minimax"  # minimax: v1 eq. 10's log(1 - D) | non_saturating: -log D
     c.loss.pretrain_decomp = 2.0  # weight of L_decomp in the leader's pre-training (CDDFuse phase I)
-    # The pretrain stage's loss: cddfuse (5 SSIM-loss + MSE per modality + pretrain_decomp L_decomp)
+    # The leader's pre-training loss: cddfuse (per modality 5 SSIM-loss + MSE, plus pretrain_decomp
+    # L_decomp) | fuse4seg_v1 (v1 eq. 9: sigma L_decomp + (1 - sigma) eq. 12's content loss, per
+    # modality MSE + 1 - SSIM; with loss.adversarial = lambda > 0, eq. 9's adversarial term too)
     # | smfnet (SMFNet's stage I, eq. 17-19: fuse4seg_jax/train/smfnet_objectives.py). For smfnet,
     # `roles` gives each modality (data.modalities order) its SMFNet role: visible (Lovasz term)
     # or infrared (Gram term); ssim, grad, visible_grad are alpha_3, beta_1, alpha_2 and
     # pretrain_decomp is alpha_1.
     c.loss.pretrain_objective = "cddfuse"
+    c.loss.pretrain_sigma = 0.5  # v1 eq. 9's sigma (the paper does not give its value: ours)
     c.loss.smfnet = ml_collections.ConfigDict(
         {"roles": ("visible", "infrared"), "ssim": 8.0, "grad": 10.0, "visible_grad": 5.0}
     )
 
     c.optim = ml_collections.ConfigDict()
-    c.optim.optimizer = "adamw"  # adamw | sgd (momentum 0.9), for all three parameter sets
+    c.optim.optimizer = "adamw"  # adamw | sgd (momentum 0.9): every parameter set unless it sets its own
     c.optim.leader_lr = 1e-4
     c.optim.follower_lr = 3e-4
     c.optim.pretrain_lr = 1e-4
     c.optim.discriminator_lr = 1e-4
     c.optim.weight_decay = 1e-5
     c.optim.clip_norm = 0.0  # 0: no clipping
-    c.optim.schedule = "cosine"  # cosine | constant
+    c.optim.schedule = "cosine"  # cosine | constant | step
+    # Each parameter set's own optimiser (fuse4seg_jax.train.optimizers.optimizer_settings): the
+    # leader (fusion), the follower (segmentation), the leader's pre-training and the
+    # discriminators. Its learning rate is optim.<set>_lr above; None (unset) inherits:
+    #   name          optim.optimizer                     adamw | sgd
+    #   schedule      optim.schedule                      cosine | constant | step
+    #   weight_decay  optim.weight_decay (leader, follower), 0 (pretrain, discriminator)
+    # and, used by sgd / the step schedule only:
+    #   momentum      0.9    SGD's heavy-ball momentum
+    #   decay_rate    0.5    step schedule: the rate is multiplied by decay_rate ...
+    #   decay_every   0      ... every decay_every updates of this set, counted in stages.unit
+    #                        (epochs of the set's stage: pretrain for pretrain and discriminator,
+    #                        follower for the follower, bilevel, else fusion, for the leader)
+    for parameter_set in PARAMETER_SETS:
+        c.optim[parameter_set] = ml_collections.ConfigDict(
+            {
+                "name": placeholder(str),
+                "schedule": placeholder(str),
+                "weight_decay": placeholder(float),
+                "momentum": 0.9,
+                "decay_rate": 0.5,
+                "decay_every": 0,
+            }
+        )
 
     c.batch = ml_collections.ConfigDict()
     c.batch.size = 8  # global batch of the single-level stages

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from fuse4seg_jax import data
 from fuse4seg_jax.errors import TrainingError
 from fuse4seg_jax.train import sharding, stages
+from fuse4seg_jax.train.attention_gallery import attention_maps
 from fuse4seg_jax.train.checkpoint import Checkpoints
 from fuse4seg_jax.train.checks import config_warnings, validate_config
 from fuse4seg_jax.train.config import to_json
@@ -206,5 +207,9 @@ def _train(config, workdir: Path, *, resume, progress, stop_after, trainer, pair
         return result
     eval_src = data.open_split(dataset, config.eval.split)
     result = evaluate(trainer, state, eval_src, max_cases=config.eval.max_cases)
+    shown = result["samples"][: config.eval.gallery]
+    result["attention"] = (
+        attention_maps(trainer, state, np.stack([s["image"] for s in shown])) if shown else None
+    )
     result["tables"] = write_report(workdir, config, result, gallery=config.eval.gallery)
     return result

@@ -70,10 +70,11 @@ class Monitor:
             t.inner_batches(tr),
             val,
         )
-        running = t.solver(t.problem, *args)
-        reference = self.reference(t.problem, *args).hypergrad
+        problem = t.problem_for(state)
+        running = t.solver(problem, *args)
+        reference = self.reference(problem, *args).hypergrad
         est = bilevel.inner_hessian_extremes(
-            t.problem,
+            problem,
             running.inner_params,
             state["leader"],
             jax.tree.map(lambda x: x[-1], args[4]),

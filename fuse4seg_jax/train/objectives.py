@@ -25,6 +25,7 @@ from fuse4seg_jax.train.smfnet_objectives import SMFNetStageOne
 
 Batch = dict[str, jax.Array]
 FOLLOWER_INPUTS = ("average", "fused", "stacked")
+PRETRAIN_OBJECTIVES = ("cddfuse", "fuse4seg_v1", "smfnet")
 
 
 def cast_floats(tree: Any, dtype: jnp.dtype) -> Any:
@@ -86,11 +87,19 @@ class Objectives:
         generator_form: ``minimax`` (v1 eq. 10) or ``non_saturating``.
         pretrain_decomp: weight of ``L_decomp`` in the autoencoder pre-training (CDDFuse phase
             I: 2; 0 for the autoencoder without it of Fuse4Seg's Table 3 baseline).
+        pretrain_objective: the pre-training loss, one of :data:`PRETRAIN_OBJECTIVES`:
+            ``cddfuse`` (CDDFuse phase I, weighted by ``pretrain_decomp``), ``fuse4seg_v1`` (v1
+            eq. 9 with eq. 12's content loss, weighted by ``pretrain_sigma``) or ``smfnet``
+            (SMFNet's stage I, ``smfnet_stage_one``).
+        pretrain_sigma: v1 eq. 9's sigma: ``sigma L_correlation + (1 - sigma) L_content``.
+        fusion_adversarial: weight of v1's adversarial term in the fusion stages (the upper
+            objective and the fusion-only stage), the pre-trained discriminators judging the
+            fused image (:meth:`fused_adversarial`); 0: off.
         caf_weights: weights of CAF's loss space (``fuse4seg_jax.search.weights``); when given,
             the fusion terms gain ``caf``, ``losses.caf_weighted_loss`` on the fused image, added
             with weight 1 (CAF's hierarchical training with a searched or preset loss).
-        smfnet_stage_one: SMFNet's stage-I loss (``fuse4seg_jax.train.smfnet_objectives``), the
-            pre-training objective of :meth:`smfnet_pretrain_loss`; None where CDDFuse's is used.
+        smfnet_stage_one: SMFNet's stage-I loss (``fuse4seg_jax.train.smfnet_objectives``), used
+            when ``pretrain_objective`` is ``smfnet``; None otherwise.
     """
 
     fusion: PureModel
@@ -107,6 +116,9 @@ class Objectives:
     caf_weights: tuple[float, ...] = ()
     pretrain_decomp: float = 2.0
     smfnet_stage_one: SMFNetStageOne | None = None
+    pretrain_objective: str = "cddfuse"
+    pretrain_sigma: float = 0.5
+    fusion_adversarial: float = 0.0
 
     @property
     def loss_dtype(self) -> jnp.dtype:
@@ -138,9 +150,15 @@ class Objectives:
     def _seg_loss(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
         return losses.dice_ce_loss(logits, labels, jnp.asarray(self.class_weights, self.loss_dtype))
 
-    def fusion_terms(self, out: dict[str, jax.Array], images: jax.Array) -> dict[str, jax.Array]:
-        """The physical regularisers of the upper level (every weighted term), unweighted."""
+    def fusion_terms(
+        self, out: dict[str, jax.Array], images: jax.Array, judges: Any = None
+    ) -> dict[str, jax.Array]:
+        """The physical regularisers of the upper level (every weighted term), unweighted; with
+        ``fusion_adversarial > 0`` also ``adversarial``, the frozen discriminators ``judges``'
+        generator term on the fused image (:meth:`fused_adversarial`)."""
         terms = losses.fusion_terms(out, images, tuple(name for name, _ in self.fusion_weights))
+        if self.fusion_adversarial > 0:
+            terms["adversarial"] = self.fused_adversarial(judges, out["fused"], images.shape[-1])
         if self.caf_weights:
             weights = jnp.asarray(self.caf_weights, jnp.float32)
             terms["caf"] = losses.caf_weighted_loss(
@@ -150,7 +168,22 @@ class Objectives:
 
     def _fusion_penalty(self, terms: dict[str, jax.Array]) -> jax.Array:
         registered = sum(weight * terms[name] for name, weight in self.fusion_weights)
+        if self.fusion_adversarial > 0:
+            registered = registered + self.fusion_adversarial * terms["adversarial"]
         return registered + terms["caf"] if self.caf_weights else registered
+
+    def fused_adversarial(self, judges: Any, fused: jax.Array, n: int) -> jax.Array:
+        """v1's adversarial term of the fusion stage: eq. 10 with the fused image as every
+        discriminator's input, ``sum_i G(D_i(fused))``; the discriminators ``judges`` (stacked
+        params, as in pre-training) are constants here (their gradient is stopped).
+
+        Raises:
+            ValueError: ``judges`` is None (the caller has no discriminators to pass).
+        """
+        if judges is None:
+            raise ValueError("the fusion stage's adversarial term needs the pre-trained discriminators")
+        logits = self._judge(jax.lax.stop_gradient(judges), jnp.broadcast_to(fused, (n, *fused.shape)))
+        return n * losses.GENERATOR_LOSSES[self.generator_form](logits)
 
     # The bi-level problem: follower = inner, leader = outer.
     def inner_loss(self, follower: Any, leader: Any, batch: Batch):
@@ -159,23 +192,24 @@ class Objectives:
         loss = self._seg_loss(self.segment(follower, fused), batch["label"])
         return loss, {"seg": loss}
 
-    def _upper_parts(self, follower: Any, leader: Any, batch: Batch):
+    def _upper_parts(self, follower: Any, leader: Any, batch: Batch, judges: Any):
         """The upper level's parts on ``batch``: the segmentation loss and the unweighted fusion terms."""
         out = self.fuse(leader, batch["image"])
         seg = self._seg_loss(self.segment(follower, out["fused"]), batch["label"])
-        return seg, self.fusion_terms(out, batch["image"])
+        return seg, self.fusion_terms(out, batch["image"], judges)
 
-    def outer_loss(self, follower: Any, leader: Any, batch: Batch):
-        """Upper level: validation segmentation loss plus the weighted physical regularisers."""
-        seg, terms = self._upper_parts(follower, leader, batch)
+    def outer_loss(self, follower: Any, leader: Any, batch: Batch, judges: Any = None):
+        """Upper level: validation segmentation loss plus the weighted physical regularisers
+        (``judges``: the frozen discriminators, needed with ``fusion_adversarial > 0``)."""
+        seg, terms = self._upper_parts(follower, leader, batch, judges)
         return seg + self._fusion_penalty(terms), {"seg": seg, **terms}
 
-    def joint_outer_loss(self, follower: Any, leader: Any, batch: Batch):
+    def joint_outer_loss(self, follower: Any, leader: Any, batch: Batch, judges: Any = None):
         """The outer loss the ``joint`` solver is given: the weighted fusion terms alone, so that
         ``inner_loss + weight * joint_outer_loss`` is Fuse4Seg v1's eq. 6 (``L^s + lambda L^f``,
         the segmentation loss counted once). The segmentation loss on ``batch`` is reported in the
         aux as ``seg`` (aux is not differentiated)."""
-        seg, terms = self._upper_parts(follower, leader, batch)
+        seg, terms = self._upper_parts(follower, leader, batch, judges)
         return self._fusion_penalty(terms), {"seg": seg, **terms}
 
     # Single-level stages.
@@ -185,9 +219,10 @@ class Objectives:
         loss = self._seg_loss(self.segment(follower, x), batch["label"])
         return loss, {"seg": loss}
 
-    def fusion_only_loss(self, leader: Any, _: Any, batch: Batch):
-        """Disjoint baseline: the leader on the fusion terms of the upper level alone."""
-        terms = self.fusion_terms(self.fuse(leader, batch["image"]), batch["image"])
+    def fusion_only_loss(self, leader: Any, judges: Any, batch: Batch):
+        """Disjoint baseline: the leader on the fusion terms of the upper level alone (``judges``:
+        the frozen discriminators with ``fusion_adversarial > 0``, else unused)."""
+        terms = self.fusion_terms(self.fuse(leader, batch["image"]), batch["image"], judges)
         return self._fusion_penalty(terms), terms
 
     def _autoencode(self, leader: Any, images: jax.Array) -> dict[str, jax.Array]:
@@ -206,15 +241,22 @@ class Objectives:
         )
         return {"recon": recon, "decomp": losses.decomposition_loss(rec["low"], rec["high"])}
 
-    def pretrain_loss(self, leader: Any, _: Any, batch: Batch):
-        """Autoencoder pre-training (CDDFuse phase I): per modality 5 SSIM-loss + MSE, plus
-        ``pretrain_decomp`` (2) L_decomp."""
-        terms = self._autoencoder_terms(self._autoencode(leader, batch["image"]), batch["image"])
+    def _autoencoder_loss(self, rec: dict[str, jax.Array], images: jax.Array):
+        """``(loss, terms)`` of the ``pretrain_objective``: CDDFuse phase I's ``recon +
+        pretrain_decomp * decomp``, v1 eq. 9's ``sigma decomp + (1 - sigma) content`` (eq. 11,
+        12), or SMFNet's stage I (eq. 17-19)."""
+        if self.pretrain_objective == "smfnet":
+            return self.smfnet_stage_one(rec, images)
+        if self.pretrain_objective == "fuse4seg_v1":
+            sources = modality_major(images)
+            return losses.encoder_loss(rec["images"], sources, rec["low"], rec["high"], self.pretrain_sigma)
+        terms = self._autoencoder_terms(rec, images)
         return terms["recon"] + self.pretrain_decomp * terms["decomp"], terms
 
-    def smfnet_pretrain_loss(self, leader: Any, _: Any, batch: Batch):
-        """SMFNet's stage I (eq. 17-19): ``smfnet_stage_one`` on the leader's ``autoencode`` pass."""
-        return self.smfnet_stage_one(self._autoencode(leader, batch["image"]), batch["image"])
+    def pretrain_loss(self, leader: Any, _: Any, batch: Batch):
+        """Autoencoder pre-training: the ``pretrain_objective``'s loss (by default CDDFuse phase I, per
+        modality 5 SSIM-loss + MSE, plus ``pretrain_decomp`` (2) L_decomp)."""
+        return self._autoencoder_loss(self._autoencode(leader, batch["image"]), batch["image"])
 
     def _judge(self, discriminators: Any, images: jax.Array) -> jax.Array:
         """Logits ``(N, B)`` of the N discriminators (params stacked on a leading axis), each on
@@ -227,15 +269,17 @@ class Objectives:
         """Fuse4Seg v1 pre-training: the autoencoder loss plus a GAN game per modality.
 
         Returns ``L_leader + L_disc`` built so that its gradient with respect to the leader is
-        that of ``L_leader = recon + pretrain_decomp * decomp + adversarial * sum_i G(D_i(rec_i))`` alone (the
+        that of ``L_leader = L_autoencoder + adversarial * sum_i G(D_i(rec_i))`` alone (the
         discriminators are stopped there) and with respect to the discriminators that of
         ``L_disc = sum_i BCE(D_i(M_i) real, D_i(rec_i) fake)`` alone (the reconstructions are
         stopped there): one forward pass, one gradient, simultaneous updates of both players.
-        ``G`` is ``generator_form``: v1 eq. 10's ``log(1 - D)`` (``minimax``) or non-saturating.
+        ``G`` is ``generator_form``: v1 eq. 10's ``log(1 - D)`` (``minimax``) or non-saturating;
+        ``L_autoencoder`` is the ``pretrain_objective``'s loss (with ``fuse4seg_v1``, ``L_leader`` is
+        v1's eq. 9 whole, ``lambda`` being ``adversarial``).
         """
         images = batch["image"]
         rec = self._autoencode(leader, images)
-        terms = self._autoencoder_terms(rec, images)
+        autoencoder, terms = self._autoencoder_loss(rec, images)
         fake = rec["images"]
         real_logits = self._judge(discriminators, modality_major(images))
         fake_logits = self._judge(discriminators, jax.lax.stop_gradient(fake))
@@ -245,6 +289,6 @@ class Objectives:
         n = images.shape[-1]
         generator = n * generator_loss(fooled_logits)
         discriminator = n * losses.discriminator_loss(real_logits, fake_logits)
-        leader_loss = terms["recon"] + self.pretrain_decomp * terms["decomp"] + self.adversarial * generator
+        leader_loss = autoencoder + self.adversarial * generator
         aux = {**terms, "leader_loss": leader_loss, "generator": generator, "discriminator": discriminator}
         return leader_loss + discriminator, aux

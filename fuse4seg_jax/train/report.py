@@ -15,6 +15,7 @@ from fuse4seg_jax.atomic import atomic_file  # noqa: E402
 from fuse4seg_jax.metrics import REGIONS, write_scores  # noqa: E402
 from fuse4seg_jax.metrics.fusion import AGAINST_SOURCES, FUSED_ONLY  # noqa: E402
 from fuse4seg_jax.metrics.summary import MEAN_REGIONS  # noqa: E402
+from fuse4seg_jax.train.attention_gallery import save_attention_gallery  # noqa: E402
 from fuse4seg_jax.train.monitor import KEYS as MONITOR_KEYS  # noqa: E402
 from fuse4seg_jax.train.rundir import read_metrics  # noqa: E402
 
@@ -120,6 +121,8 @@ def write_report(workdir: Path, config: ml_collections.ConfigDict, result: dict,
     """Write scores (CSV, JSON), pictures and ``report.md`` into ``workdir``; return the tables.
 
     The score files are those ``fuse4seg evaluate`` writes (:func:`fuse4seg_jax.metrics.write_scores`).
+    ``result["attention"]`` (optional; ``(S, N - 1, heads, T, T)`` of the first ``S`` samples,
+    ``fuse4seg_jax.train.attention_gallery.attention_maps``) adds ``attention.png``.
     """
     rows, summary = result["rows"], result["summary"]
     write_scores(workdir, rows)
@@ -127,8 +130,15 @@ def write_report(workdir: Path, config: ml_collections.ConfigDict, result: dict,
     if result["samples"] and gallery > 0:
         save_gallery(workdir / "gallery.png", result["samples"][:gallery], tuple(config.data.modalities))
         pictures.append("gallery.png")
+    if result.get("attention") is not None:
+        shown = result["samples"][: len(result["attention"])]
+        save_attention_gallery(
+            workdir / "attention.png", shown, result["attention"], tuple(config.data.modalities)
+        )
+        pictures.append("attention.png")
     records = read_metrics(workdir / "metrics.jsonl") if (workdir / "metrics.jsonl").exists() else []
-    if save_curves(workdir / "losses.png", records, ("loss", "seg", "decomp", "grad", "recon"), "losses"):
+    losses = ("loss", "seg", "decomp", "grad", "recon", "content", "adversarial")
+    if save_curves(workdir / "losses.png", records, losses, "losses"):
         pictures.append("losses.png")
     if save_curves(
         workdir / "hypergradient.png",

@@ -29,7 +29,6 @@ import ml_collections
 from fuse4seg_jax import losses
 from fuse4seg_jax.errors import ConfigError
 
-PRETRAIN_OBJECTIVES = ("cddfuse", "smfnet")
 ROLES = ("visible", "infrared")
 _WEIGHTS = ("ssim", "grad", "visible_grad")
 
@@ -97,25 +96,22 @@ class SMFNetStageOne:
 
 
 def stage_one_from_config(config: ml_collections.ConfigDict) -> SMFNetStageOne | None:
-    """SMFNet's stage-I loss when ``loss.pretrain_objective`` is ``smfnet``, else None (CDDFuse's).
+    """SMFNet's stage-I loss when ``loss.pretrain_objective`` is ``smfnet``, else None.
 
     Reads ``loss.smfnet.{roles, ssim, grad, visible_grad}`` and ``loss.pretrain_decomp`` (alpha_1).
 
     Raises:
-        ConfigError: an unknown objective, roles that are not one of :data:`ROLES` per modality of
+        ConfigError: roles that are not one of :data:`ROLES` per modality of
             ``data.modalities``, a negative or non-finite weight, or ``loss.adversarial > 0`` (the
-            adversarial pre-training builds on CDDFuse's objective), naming the key.
+            adversarial pre-training is not built for SMFNet's stage I), naming the key.
     """
-    objective = config.loss.pretrain_objective
-    if objective not in PRETRAIN_OBJECTIVES:
-        allowed = ", ".join(PRETRAIN_OBJECTIVES)
-        raise ConfigError(f"config key loss.pretrain_objective = {objective!r}; expected one of {allowed}")
-    if objective != "smfnet":
+    if config.loss.pretrain_objective != "smfnet":
         return None
     if config.loss.adversarial > 0:
         raise ConfigError(
             f"config key loss.adversarial = {config.loss.adversarial!r} with loss.pretrain_objective = "
-            f"'smfnet'; expected 0: the adversarial pre-training adds its game to the cddfuse objective"
+            f"'smfnet'; expected 0: the adversarial pre-training is built for the cddfuse and "
+            f"fuse4seg_v1 objectives"
         )
     s = config.loss.smfnet
     roles, modalities = tuple(s.roles), tuple(config.data.modalities)

@@ -10,6 +10,7 @@ import ml_collections
 
 from fuse4seg_jax import models
 from fuse4seg_jax.errors import ConfigError
+from fuse4seg_jax.train.optimizers import PARAMETER_SETS
 
 STAGES = ("pretrain", "fusion", "follower", "bilevel")
 UNITS = ("steps", "epochs")
@@ -37,15 +38,29 @@ def in_steps(config: ml_collections.ConfigDict, train_slices: int) -> ml_collect
 
     Returns:
         ``config`` itself for ``stages.unit = "steps"``; otherwise a copy whose ``stages.<kind>``
-        is ``epochs * epoch_steps(...)`` and whose ``stages.unit`` is ``"steps"``.
+        is ``epochs * epoch_steps(...)``, whose step schedules' ``optim.<set>.decay_every`` is
+        converted with the epoch of the set's stage (:func:`optimizer_stage`), and whose
+        ``stages.unit`` is ``"steps"``.
     """
     if config.stages.unit == "steps":
         return config
     converted = copy.deepcopy(config)
     for kind in STAGES:
         converted.stages[kind] = int(config.stages[kind]) * epoch_steps(config, kind, train_slices)
+    for parameter_set in PARAMETER_SETS:
+        epoch = epoch_steps(config, optimizer_stage(config, parameter_set), train_slices)
+        converted.optim[parameter_set].decay_every = int(config.optim[parameter_set].decay_every) * epoch
     converted.stages.unit = "steps"
     return converted
+
+
+def optimizer_stage(config: ml_collections.ConfigDict, parameter_set: str) -> str:
+    """The stage whose epoch measures ``parameter_set``'s updates (its ``decay_every`` in epochs):
+    ``pretrain`` for the pre-training sets, ``follower`` for the follower, and for the leader
+    ``bilevel`` (one update per outer step), or ``fusion`` in a run without a bi-level stage."""
+    if parameter_set == "leader":
+        return "bilevel" if config.stages.bilevel > 0 else "fusion"
+    return "follower" if parameter_set == "follower" else "pretrain"
 
 
 def leader_can_pretrain(config: ml_collections.ConfigDict) -> bool:

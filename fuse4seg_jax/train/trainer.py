@@ -8,6 +8,7 @@ The train state is a plain dict of pytrees (as in big_vision):
     leader_opt / follower_opt / pretrain_opt   optax states
     discriminators / discriminator_opt         only with adversarial pre-training: the N
                                                discriminators' parameters stacked on axis 0
+                                               (after it, frozen: loss.fusion_adversarial's judges)
     solver      only with a solver that carries state between outer steps (a non-empty
                 ``init_state``: a warm-started solve's solution, a follower copy and its optimiser
                 state): shaped like the follower, so sharded by the same rule; checkpointed too
@@ -34,7 +35,7 @@ from fuse4seg_jax.search.weights import resolve_caf_weights
 from fuse4seg_jax.train import sharding
 from fuse4seg_jax.train.choices import model_arguments, solver_from_config
 from fuse4seg_jax.train.objectives import Objectives, microbatched
-from fuse4seg_jax.train.optimizers import make_optimizer
+from fuse4seg_jax.train.optimizers import optimizer_for
 from fuse4seg_jax.train.smfnet_objectives import stage_one_from_config
 from fuse4seg_jax.train.stages import StagePlan
 
@@ -89,30 +90,25 @@ class Trainer:
             adversarial=config.loss.adversarial,
             generator_form=config.loss.generator_form,
             pretrain_decomp=config.loss.pretrain_decomp,
+            pretrain_objective=config.loss.pretrain_objective,
+            pretrain_sigma=config.loss.pretrain_sigma,
+            fusion_adversarial=config.loss.fusion_adversarial,
             caf_weights=resolve_caf_weights(config.loss.caf_weights, num_modalities, config.seed),
             smfnet_stage_one=stage_one_from_config(config),
         )
         micro = int(config.batch.accumulation)
         obj = self.objectives
         self.solver = solver_from_config(config)
-        pretrain_loss = obj.smfnet_pretrain_loss if obj.smfnet_stage_one is not None else obj.pretrain_loss
         # v1's eq. 6 weighs the fusion loss alone against the follower's loss (docs/solvers.md#joint)
-        outer_loss = obj.joint_outer_loss if isinstance(self.solver, bilevel.Joint) else obj.outer_loss
+        self._outer_loss = obj.joint_outer_loss if isinstance(self.solver, bilevel.Joint) else obj.outer_loss
         self.problem = bilevel.Problem(
-            microbatched(obj.inner_loss, micro), microbatched(outer_loss, micro), has_aux=True
+            microbatched(obj.inner_loss, micro), microbatched(self._outer_loss, micro), has_aux=True
         )
-        o = config.optim
         inner_updates = config.stages.follower + config.bilevel.inner_steps * config.stages.bilevel
-
-        def optimizer(lr: float, steps: int, weight_decay: float) -> optax.GradientTransformation:
-            return make_optimizer(
-                o.optimizer, lr, steps, weight_decay=weight_decay, clip_norm=o.clip_norm, schedule=o.schedule
-            )
-
-        self.follower_opt = optimizer(o.follower_lr, inner_updates, o.weight_decay)
-        self.leader_opt = optimizer(o.leader_lr, config.stages.fusion + config.stages.bilevel, o.weight_decay)
-        self.pretrain_opt = optimizer(o.pretrain_lr, config.stages.pretrain, 0.0)
-        self.discriminator_opt = optimizer(o.discriminator_lr, config.stages.pretrain, 0.0)
+        self.follower_opt = optimizer_for(config, "follower", inner_updates)
+        self.leader_opt = optimizer_for(config, "leader", config.stages.fusion + config.stages.bilevel)
+        self.pretrain_opt = optimizer_for(config, "pretrain", config.stages.pretrain)
+        self.discriminator_opt = optimizer_for(config, "discriminator", config.stages.pretrain)
         abstract = jax.eval_shape(self._fresh_state)
         self.state_sharding = sharding.state_shardings(mesh, abstract, config.mesh.shard_params)
         replicated = sharding.replicated(mesh)
@@ -124,12 +120,17 @@ class Trainer:
                 self._adversarial_pretrain(microbatched(obj.adversarial_pretrain_loss, micro))
                 if self.adversarial
                 else self._single_level(
-                    microbatched(pretrain_loss, micro), "leader", "pretrain_opt", self.pretrain_opt
+                    microbatched(obj.pretrain_loss, micro), "leader", "pretrain_opt", self.pretrain_opt
                 )
             ),
             "fusion": jit(
                 self._single_level(
-                    microbatched(obj.fusion_only_loss, micro), "leader", "leader_opt", self.leader_opt
+                    microbatched(obj.fusion_only_loss, micro),
+                    "leader",
+                    "leader_opt",
+                    self.leader_opt,
+                    # the frozen discriminators of v1's adversarial fusion term (the follower is unused)
+                    other_key="discriminators" if config.loss.fusion_adversarial > 0 else "follower",
                 )
             ),
             "follower": jit(
@@ -177,9 +178,17 @@ class Trainer:
         # computed even for m = 0, so that the EMA never shares the leader's (donated) buffers
         return jax.tree.map(lambda e, p: m * e + (1.0 - m) * p, ema, leader)
 
-    def _single_level(self, loss_fn, param_key: str, opt_key: str, opt: optax.GradientTransformation):
-        """A step of one parameter set on ``loss_fn(params, other, batch)``, the other held fixed."""
-        other_key = "ema" if param_key == "follower" else "follower"
+    def _single_level(
+        self,
+        loss_fn,
+        param_key: str,
+        opt_key: str,
+        opt: optax.GradientTransformation,
+        other_key: str | None = None,
+    ):
+        """A step of one parameter set on ``loss_fn(params, other, batch)``, the other held fixed
+        (by default the EMA leader for the follower, the follower for the leader)."""
+        other_key = other_key or ("ema" if param_key == "follower" else "follower")
 
         def step(state: State, batch: dict) -> tuple[State, dict]:
             (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -217,6 +226,18 @@ class Trainer:
 
         return step
 
+    def problem_for(self, state: State) -> bilevel.Problem:
+        """The bi-level problem at ``state``: :attr:`problem`, or with ``loss.fusion_adversarial > 0``
+        the same problem whose outer loss closes over ``state``'s frozen discriminators."""
+        if self.config.loss.fusion_adversarial == 0:
+            return self.problem
+        judges = state["discriminators"]
+        outer = microbatched(
+            lambda follower, leader, batch: self._outer_loss(follower, leader, batch, judges),
+            int(self.config.batch.accumulation),
+        )
+        return bilevel.Problem(self.problem.inner_loss, outer, has_aux=True)
+
     def inner_batches(self, tr: dict) -> dict:
         """The K inner batches ``(K, B, ...)`` of a bi-level step from its D_tr rows: K copies of
         ``tr`` (Algorithm 1 as written), or with ``bilevel.distinct_inner_batches`` the K draws
@@ -242,7 +263,7 @@ class Trainer:
             bstate,
             inner_batches,
             val,
-            problem=self.problem,
+            problem=self.problem_for(state),
             solver=self.solver,
             inner_opt=self.follower_opt,
             outer_opt=self.leader_opt,
