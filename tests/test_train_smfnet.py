@@ -160,7 +160,7 @@ def test_stage_two_decorrelates_the_graph_interaction_features_too(smfnet_traine
 )
 def test_bad_smfnet_settings_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
-        stage_one_from_config(load_config(SMFNET, [override]))
+        validate_config(load_config(SMFNET, [override]))
 
 
 def test_the_config_check_runs_the_smfnet_checks():
