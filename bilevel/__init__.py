@@ -26,6 +26,7 @@ from bilevel.registry import (
     make_solvers,
     parse_specs,
     register_solver,
+    solver_from_spec,
     solver_names,
     solver_options,
 )
@@ -84,6 +85,7 @@ __all__ = [
     "make_solvers",
     "parse_specs",
     "register_solver",
+    "solver_from_spec",
     "solver_names",
     "solver_options",
     "solver_output",

@@ -64,8 +64,9 @@ def run(
     Returns:
         ``(final state, record)``; ``record`` holds, per step (length ``len(batches)``), the
         diagnostics :data:`RECORDED` and with a ``reference`` ``cosine`` and ``rel_error`` to its
-        hypergradient; per state (length ``len(batches) + 1``, the first before any step)
-        ``time_s`` (cumulative wall time of the compiled steps, 0 first) and ``observe``'s keys.
+        hypergradient and the reference's own ``failed`` flag as ``reference_failed``; per state
+        (length ``len(batches) + 1``, the first before any step) ``time_s`` (cumulative wall time
+        of the compiled steps, 0 first) and ``observe``'s keys.
     """
     first = state
 
@@ -76,9 +77,10 @@ def run(
         out = solver(problem, *args, outer_batch, state.solver_state)
         report = {key: out.diagnostics[key] for key in RECORDED}
         if reference is not None:
-            ref = reference(problem, *args, outer_batch).hypergrad
-            report["cosine"] = tree.cosine(out.hypergrad, ref)
-            report["rel_error"] = tree.norm(tree.sub(out.hypergrad, ref)) / tree.norm(ref)
+            ref = reference(problem, *args, outer_batch)
+            report["cosine"] = tree.cosine(out.hypergrad, ref.hypergrad)
+            report["rel_error"] = tree.norm(tree.sub(out.hypergrad, ref.hypergrad)) / tree.norm(ref.hypergrad)
+            report["reference_failed"] = ref.diagnostics["failed"]
         return advance(state, out, outer_opt), report
 
     compiled = jax.jit(one_step)

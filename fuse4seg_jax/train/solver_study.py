@@ -166,6 +166,31 @@ def outer_state(trainer: Trainer, state: State, solver: bilevel.Solver) -> bilev
     )
 
 
+def outer_loop(
+    trainer: Trainer, state: State, batches: list[tuple[dict, dict]], spec: str, **options: Any
+) -> dict[str, np.ndarray]:
+    """The bi-level stage from ``state`` over ``batches`` with the solver ``spec`` names, recorded
+    step by step (:func:`bilevel.trajectory.run`, which takes ``options``: ``reference``,
+    ``restart_follower``, ``observe``).
+
+    Arguments:
+        trainer: the problem and both optimisers.
+        state: the train state to start from (its follower and leader with their optimiser states).
+        batches: :func:`outer_batches`.
+        spec: one solver spec (:func:`bilevel.parse_specs`), e.g. ``implicit_cg:max_iter=2``.
+
+    Returns:
+        The record.
+
+    Raises:
+        bilevel.SolverConfigError: ``spec`` is not one valid solver spec.
+    """
+    solver = bilevel.solver_from_spec(spec)
+    start = outer_state(trainer, state, solver)
+    opts = {"inner_opt": trainer.follower_opt, "outer_opt": trainer.leader_opt}
+    return bilevel.trajectory.run(trainer.problem, solver, start, batches, **opts, **options)[1]
+
+
 def held_out_dice(trainer: Trainer, *, split: str = "val", size: int = 8) -> bilevel.trajectory.Observe:
     """An ``observe`` for :func:`bilevel.trajectory.run`: the follower's whole-tumour Dice on a
     fixed batch of ``size`` slices of ``split`` (patients it never trains on).
