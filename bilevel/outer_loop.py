@@ -148,8 +148,26 @@ def step(
         outer_batch,
         state.solver_state,
     )
+    new_state = advance(state, out, outer_opt)
+    if problem.has_aux:
+        return new_state, {**out.diagnostics, "inner_aux": out.inner_aux, "outer_aux": out.outer_aux}
+    return new_state, out.diagnostics
+
+
+def advance(state: BilevelState, out: SolverOutput, outer_opt: optax.GradientTransformation) -> BilevelState:
+    """The state after a solver's output: its follower and solver state, one ``outer_opt`` update
+    of the leader along its hypergradient, ``step + 1`` (the second half of :func:`step`).
+
+    Arguments:
+        state: the state the solver was called at.
+        out: the solver's output there.
+        outer_opt: the leader's optimiser.
+
+    Returns:
+        The next state.
+    """
     updates, outer_opt_state = outer_opt.update(out.hypergrad, state.outer_opt_state, state.outer_params)
-    new_state = BilevelState(
+    return BilevelState(
         out.inner_params,
         optax.apply_updates(state.outer_params, updates),
         out.inner_opt_state,
@@ -157,6 +175,3 @@ def step(
         state.step + 1,
         out.solver_state,
     )
-    if problem.has_aux:
-        return new_state, {**out.diagnostics, "inner_aux": out.inner_aux, "outer_aux": out.outer_aux}
-    return new_state, out.diagnostics

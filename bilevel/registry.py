@@ -224,6 +224,18 @@ def make_solvers(specs: list[tuple[str, str, dict[str, Any]]]) -> dict[str, Solv
     return solvers
 
 
+def solver_from_spec(spec: str) -> Solver:
+    """The one solver a spec names, e.g. ``"implicit_cg:max_iter=20,tol=1e-5"``.
+
+    Raises:
+        SolverConfigError: not one spec, or an unknown solver or option, naming the spec.
+    """
+    specs = parse_specs(spec)
+    if len(specs) != 1:
+        raise SolverConfigError(f"{spec!r} names {len(specs)} solvers; give one")
+    return make_solvers(specs)[specs[0][0]]
+
+
 register_solver("first_order", FirstOrder)
 register_solver("unrolled", Unrolled)
 register_solver("unrolled_forward", UnrolledForward)

@@ -82,3 +82,12 @@ def test_unknown_option_lists_the_valid_options():
 def test_invalid_option_values_are_rejected(name, options, message):
     with pytest.raises(bilevel.SolverConfigError, match=message):
         bilevel.make_solver(name, **options)
+
+
+def test_a_spec_names_one_solver_with_its_options():
+    solver = bilevel.solver_from_spec("implicit_neumann_warm:max_iter=3,step_size=0.1")
+    assert solver == bilevel.make_solver("implicit_neumann_warm", max_iter=3, step_size=0.1)
+    with pytest.raises(bilevel.SolverConfigError, match="'first_order,unrolled' names 2 solvers"):
+        bilevel.solver_from_spec("first_order,unrolled")
+    with pytest.raises(bilevel.SolverConfigError, match="unknown solver 'cgg'"):
+        bilevel.solver_from_spec("cgg")

@@ -241,6 +241,31 @@ def smoke_config() -> ml_collections.ConfigDict:
     return c
 
 
+def study_config(root: str, *, warmup: int = 300, outer_steps: int = 10) -> ml_collections.ConfigDict:
+    """The smoke config's nets and phantom data as the convergence notebooks study them.
+
+    No leader pre-training (its compilation would dominate), ``warmup`` follower steps on the
+    average prior, then ``outer_steps`` bi-level steps with K = 2, batches of 4 slices, one
+    device, float32. The learning rates are constant: with the cosine schedule the follower's
+    would be near zero by the end of the warm-up, and every outer step would leave it in place.
+
+    Arguments:
+        root: folder of the phantom cases and the prepared data set (made if absent).
+        warmup: follower warm-up steps.
+        outer_steps: the bi-level stage's length.
+
+    Returns:
+        The config.
+    """
+    c = smoke_config()
+    c.data.manual_dir = f"{root}/phantom"
+    c.data.data_dir = f"{root}/prepared"
+    c.stages.pretrain, c.stages.follower, c.stages.bilevel = 0, warmup, outer_steps
+    c.batch.size = c.batch.tr_size = c.batch.val_size = 4
+    c.optim.schedule = "constant"
+    return c
+
+
 def baseline(c: ml_collections.ConfigDict, kind: str) -> ml_collections.ConfigDict:
     """Turn a Fuse4Seg config into one of the paper's Table 3 baselines at equal compute.
 

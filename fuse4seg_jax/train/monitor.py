@@ -31,10 +31,7 @@ def monitor_reference(config: ml_collections.ConfigDict) -> bilevel.Solver:
     """
     spec = config.bilevel.monitor.reference
     try:
-        specs = bilevel.parse_specs(spec)
-        if len(specs) != 1:
-            raise bilevel.SolverConfigError(f"{spec!r} names {len(specs)} solvers; give one")
-        return bilevel.make_solvers(specs)[specs[0][0]]
+        return bilevel.solver_from_spec(spec)
     except bilevel.SolverConfigError as err:
         raise ConfigError(f"config key bilevel.monitor.reference: {err}") from None
 

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 import bilevel
 from bilevel.solvers import SolverCall
-from fuse4seg_jax import data
+from fuse4seg_jax import data, metrics
 from fuse4seg_jax.atomic import atomic_file
 from fuse4seg_jax.errors import ConfigError, DataError
 from fuse4seg_jax.train import sharding
@@ -120,9 +120,8 @@ def study_point(trainer: Trainer, state: State, at: int, *, x64: bool) -> Solver
     float64; the models are the same.
     """
     config = trainer.config
-    src = data.open_split(ensure_dataset(config), "train")
-    tr, val = (sharding.put_batch(trainer.mesh, b) for b in batch_for("bilevel", src, config, at))
-    point = (state["follower"], state["leader"], state["follower_opt"], trainer.inner_batches(tr), val)
+    [(inner_batches, val)] = outer_batches(trainer, at, 1)
+    point = (state["follower"], state["leader"], state["follower_opt"], inner_batches, val)
     problem = trainer.problem
     if x64:
         objectives = dataclasses.replace(trainer.objectives, compute_dtype="float64")
@@ -135,6 +134,85 @@ def study_point(trainer: Trainer, state: State, at: int, *, x64: bool) -> Solver
         point = cast_floats(point, np.float64)
     follower, leader, opt_state, inner_batches, val = point
     return SolverCall(problem, follower, leader, trainer.follower_opt, opt_state, inner_batches, val)
+
+
+def outer_batches(trainer: Trainer, at: int, steps: int) -> list[tuple[dict, dict]]:
+    """The bi-level batches of global steps ``at`` to ``at + steps - 1``, placed on the mesh.
+
+    Returns:
+        ``(inner_batches, val)`` per step: the K inner batches ``(K, B, ...)``
+        (:meth:`Trainer.inner_batches`) and the D_val batch, as a training run draws them.
+    """
+    config = trainer.config
+    src = data.open_split(ensure_dataset(config), "train")
+    placed = []
+    for step in range(at, at + steps):
+        tr, val = (sharding.put_batch(trainer.mesh, b) for b in batch_for("bilevel", src, config, step))
+        placed.append((trainer.inner_batches(tr), val))
+    return placed
+
+
+def outer_state(trainer: Trainer, state: State, solver: bilevel.Solver) -> bilevel.BilevelState:
+    """The outer loop's state at a train state: its follower, leader, both optimiser states, its
+    step, and ``solver``'s first state (what a bi-level stage started from ``state`` carries)."""
+    follower, leader = state["follower"], state["leader"]
+    return bilevel.BilevelState(
+        follower,
+        leader,
+        state["follower_opt"],
+        state["leader_opt"],
+        state["step"],
+        solver.init_state(follower, leader, trainer.follower_opt),
+    )
+
+
+def outer_loop(
+    trainer: Trainer, state: State, batches: list[tuple[dict, dict]], spec: str, **options: Any
+) -> dict[str, np.ndarray]:
+    """The bi-level stage from ``state`` over ``batches`` with the solver ``spec`` names, recorded
+    step by step (:func:`bilevel.trajectory.run`, which takes ``options``: ``reference``,
+    ``restart_follower``, ``observe``).
+
+    Arguments:
+        trainer: the problem and both optimisers.
+        state: the train state to start from (its follower and leader with their optimiser states).
+        batches: :func:`outer_batches`.
+        spec: one solver spec (:func:`bilevel.parse_specs`), e.g. ``implicit_cg:max_iter=2``.
+
+    Returns:
+        The record.
+
+    Raises:
+        bilevel.SolverConfigError: ``spec`` is not one valid solver spec.
+    """
+    solver = bilevel.solver_from_spec(spec)
+    start = outer_state(trainer, state, solver)
+    opts = {"inner_opt": trainer.follower_opt, "outer_opt": trainer.leader_opt}
+    return bilevel.trajectory.run(trainer.problem, solver, start, batches, **opts, **options)[1]
+
+
+def held_out_dice(trainer: Trainer, *, split: str = "val", size: int = 8) -> bilevel.trajectory.Observe:
+    """An ``observe`` for :func:`bilevel.trajectory.run`: the follower's whole-tumour Dice on a
+    fixed batch of ``size`` slices of ``split`` (patients it never trains on).
+
+    The follower segments the leader's view (``eval_input``) of the batch; the Dice counts the
+    voxels of the whole batch as one volume (``docs/conventions.md#metrics``; 1 when neither the
+    prediction nor the labels hold tumour).
+
+    Returns:
+        ``observe(state) -> {"dice": float}``.
+    """
+    config = trainer.config
+    src = data.open_split(ensure_dataset(config), split)
+    batch = data.sample_batch(src, min(size, len(src)), seed=config.seed, step=0)
+    images = sharding.put_batch(trainer.mesh, batch)["image"]
+    whole = {"WT": metrics.REGIONS["WT"]}
+
+    def observe(state: bilevel.BilevelState) -> dict[str, float]:
+        pred = np.asarray(trainer.predict(state.outer_params, state.inner_params, images)["pred"])
+        return {"dice": metrics.segmentation_scores(pred, batch["label"], regions=whole)["WT"]["dice"]}
+
+    return observe
 
 
 def markdown(rows: list[dict[str, Any]], header: list[str]) -> str:
