@@ -103,8 +103,8 @@ def minimise(
             return curvature.hvp(f, x, a, v)
 
         g_norm = jnp.linalg.norm(g)
-        p, iterations = _steihaug(hvp, g, r, jnp.minimum(0.5, jnp.sqrt(g_norm)) * g_norm, cg_iter)
-        predicted = -(g @ p + 0.5 * p @ hvp(p))
+        p, hp, iterations = _steihaug(hvp, g, r, jnp.minimum(0.5, jnp.sqrt(g_norm)) * g_norm, cg_iter)
+        predicted = -(g @ p + 0.5 * p @ hp)
         f_new, g_new = jax.value_and_grad(f)(x + p, a)
         ratio = (fx - f_new) / predicted
         within_rounding = predicted <= _ROUNDING_ULPS * jnp.finfo(x.dtype).eps * jnp.maximum(jnp.abs(fx), 1)
@@ -127,7 +127,7 @@ def minimise(
     while steps < max_steps and g_norm > grad_tol and float(r) > tiny:
         flat, fx, g, g_norm, r, iterations, good = step(flat, fx, g, r, a)
         g_norm = float(g_norm)
-        steps, accepted, hvps = steps + 1, accepted + int(good), hvps + int(iterations) + 1
+        steps, accepted, hvps = steps + 1, accepted + int(good), hvps + int(iterations)
         if steps % 10 == 0:
             progress(
                 f"  trust-region Newton: {steps} steps, gradient norm {g_norm:.3g}, radius {float(r):.3g}"
@@ -142,31 +142,32 @@ def _steihaug(
 
     Runs CG on ``H p = -g`` from ``p = 0`` until the residual is at most ``tol``; a direction of
     non-positive curvature, or an iterate leaving the ball, is followed to the boundary instead
-    (where the model keeps decreasing along it). Returns ``(p, Hessian-vector products used)``.
+    (where the model keeps decreasing along it). Returns ``(p, H p, Hessian-vector products
+    used)``; ``H p`` is accumulated from the products CG made (the model's decrease needs it, and
+    one more product in the program would lengthen its compilation by a third).
     """
 
-    def to_boundary(p, d):
+    def boundary_step(p, d):
         # the tau >= 0 with ||p + tau d|| = radius (p is inside the ball, so one root is >= 0)
         dd, pd, pp = d @ d, p @ d, p @ p
-        tau = (-pd + jnp.sqrt(jnp.maximum(pd**2 + dd * (radius**2 - pp), 0))) / dd
-        return p + tau * d
+        return (-pd + jnp.sqrt(jnp.maximum(pd**2 + dd * (radius**2 - pp), 0))) / dd
 
     def cond(state):
-        _, r, _, k, done = state
+        _, _, r, _, k, done = state
         return (k < max_iter) & ~done & (jnp.linalg.norm(r) > tol)
 
     def body(state):
-        p, r, d, k, _ = state
+        p, hp, r, d, k, _ = state
         hd = hvp(d)
         curvature_d = d @ hd
         alpha = (r @ r) / curvature_d
-        p_next = p + alpha * d
-        leaves = (curvature_d <= 0) | (jnp.linalg.norm(p_next) >= radius)
+        leaves = (curvature_d <= 0) | (jnp.linalg.norm(p + alpha * d) >= radius)
+        step = jnp.where(leaves, boundary_step(p, d), alpha)
         r_next = r + alpha * hd
         d_next = -r_next + ((r_next @ r_next) / (r @ r)) * d
-        p_out = jnp.where(leaves, to_boundary(p, d), p_next)
-        return p_out, r_next, d_next, k + 1, leaves
+        return p + step * d, hp + step * hd, r_next, d_next, k + 1, leaves
 
-    init = (jnp.zeros_like(g), g, -g, jnp.zeros((), jnp.int32), jnp.zeros((), bool))
-    p, _, _, k, _ = jax.lax.while_loop(cond, body, init)
-    return p, k
+    zero = jnp.zeros_like(g)
+    init = (zero, zero, g, -g, jnp.zeros((), jnp.int32), jnp.zeros((), bool))
+    p, hp, _, _, k, _ = jax.lax.while_loop(cond, body, init)
+    return p, hp, k
