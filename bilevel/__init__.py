@@ -10,12 +10,13 @@ makes a solver defined anywhere choosable by name. A solver may carry state from
 the next (:meth:`Solver.init_state`; SOBA's linear-system solution, F2SA's and BOME's follower copies).
 :func:`extreme_eigenvalues` (Lanczos on Hessian-vector products) says whether the follower's
 Hessian is positive definite and how large it is; :mod:`bilevel.study` compares solvers at one
-point against a reference; :mod:`bilevel.trajectory` records the outer loop step by step for
-convergence studies. See ``docs/solvers.md``.
+point against a reference, which may be the implicit hypergradient at a follower minimised by
+:func:`bilevel.trust_region.minimise` (trust-region Newton-CG); :mod:`bilevel.trajectory` records
+the outer loop step by step for convergence studies. See ``docs/solvers.md``.
 This package knows nothing about images and never imports ``fuse4seg_jax``.
 """
 
-from bilevel import study, trajectory
+from bilevel import study, trajectory, trust_region
 from bilevel.errors import SolverConfigError
 from bilevel.linear_solve import CG, REASONS, JaxoptCG, LinearSolver, Neumann, SolveResult
 from bilevel.outer_loop import BilevelState, hypergradient, init, step
@@ -92,4 +93,5 @@ __all__ = [
     "step",
     "study",
     "trajectory",
+    "trust_region",
 ]

@@ -6,7 +6,7 @@ its diagnostics, its wall time as a ratio to ``first_order`` (timed interleaved,
 rounds) and its compiled temporaries; :func:`curvature_report` says whether the implicit function
 theorem's assumptions hold at the follower's point. A reference is any solver, or
 :func:`converge_follower` followed by a damped CG solve (the implicit hypergradient at a follower
-driven to a stated gradient norm). See ``docs/solvers.md#comparing-solvers-at-one-point``.
+minimised to a stated gradient norm). See ``docs/solvers.md#comparing-solvers-at-one-point``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import jax
 import optax
 
-from bilevel import inner_loop, tree
+from bilevel import inner_loop, tree, trust_region
 from bilevel.errors import SolverConfigError
 from bilevel.linear_solve import REASONS
 from bilevel.registry import make_solver, make_solvers, parse_specs
@@ -36,52 +36,55 @@ def converge_follower(
     grad_tol: float,
     max_steps: int,
     lr: float,
-    chunk: int = 10,
+    cg_iter: int = 100,
+    radius: float = 1.0,
     progress: Progress = print,
 ) -> tuple[SolverCall, dict[str, float]]:
-    """Gradient descent on the inner loss (last inner batch) until ``||grad|| <= grad_tol``.
+    """The follower minimised on the inner loss (last inner batch) until ``||grad|| <= grad_tol``.
 
-    Plain gradient descent rather than the follower's optimiser: Adam's or AdamW's fixed points
-    are not stationary points of the loss, which is what the implicit hypergradient assumes.
+    By trust-region Newton-CG (:func:`bilevel.trust_region.minimise`) rather than the follower's
+    optimiser: Adam's or AdamW's fixed points are not stationary points of the loss, which is what
+    the implicit hypergradient assumes, and gradient descent stalls far above a gradient norm of
+    1e-6 on the Fuse4Seg networks (``docs/solvers.md#converging-the-follower``).
 
     Arguments:
-        call: the point; the descent starts from its ``inner_params``.
+        call: the point; the minimisation starts from its ``inner_params``.
         grad_tol: the gradient norm to reach.
-        max_steps: the most descent steps.
-        lr: the step size (below ``2 / lambda_max`` of the inner Hessian to descend).
-        chunk: steps per compiled call (checked on the host between calls).
+        max_steps: the most Newton steps.
+        lr: the step of the plain SGD optimiser in the returned call.
+        cg_iter: the most Hessian-vector products per Newton step.
+        radius: the initial trust radius.
         progress: called with a line now and then.
 
     Returns:
-        ``(call at the reached point, {"grad_norm", "steps"})``: the call's inner optimiser is
-        the descent's and its inner batches the last one, so a solver given it takes one more
-        descent step, of at most ``lr * grad_tol`` (the follower's own optimiser would not stay:
-        Adam's first step moves every coordinate by about its learning rate).
+        ``(call at the reached point, {"grad_norm", "loss", "steps", "accepted", "hvps",
+        "radius"})`` (:class:`bilevel.trust_region.Minimum`'s numbers): the call's inner
+        optimiser is ``optax.sgd(lr)`` and its inner batches the last one, so a solver given it
+        takes one more step, of ``lr`` times the reached gradient norm (the follower's own
+        optimiser would not stay: Adam's first step moves every coordinate by about its
+        learning rate).
     """
     last = inner_loop.batch_at(call.inner_batches, -1)
+    reached = trust_region.minimise(
+        lambda inner, outer, batch: call.problem.inner_value(inner, outer, batch)[0],
+        call.inner_params,
+        call.outer_params,
+        last,
+        grad_tol=grad_tol,
+        max_steps=max_steps,
+        cg_iter=cg_iter,
+        radius=radius,
+        progress=progress,
+    )
     sgd = optax.sgd(lr)
-    step = inner_loop.plain_step(call.problem, sgd)
-
-    @jax.jit
-    def descend(inner, outer, batch):
-        state = sgd.init(inner)
-        for _ in range(chunk):
-            inner, state, info = step(inner, state, outer, batch)
-        return inner, info.grad_norm
-
-    inner, steps, norm = call.inner_params, 0, float("inf")
-    while steps < max_steps and norm > grad_tol:
-        inner, grad_norm = descend(inner, call.outer_params, last)
-        steps, norm = steps + chunk, float(grad_norm)
-        if steps % (50 * chunk) == 0:
-            progress(f"  follower descent: {steps} steps, gradient norm {norm:.3g}")
-    reached = call._replace(
-        inner_params=inner,
+    point = call._replace(
+        inner_params=reached.params,
         inner_opt=sgd,
-        inner_opt_state=sgd.init(inner),
+        inner_opt_state=sgd.init(reached.params),
         inner_batches=jax.tree.map(lambda x: x[None], last),
     )
-    return reached, {"grad_norm": norm, "steps": steps}
+    keys = ("grad_norm", "loss", "steps", "accepted", "hvps", "radius")
+    return point, {k: getattr(reached, k) for k in keys}
 
 
 def _jitted(solver: Solver, call: SolverCall):
@@ -226,7 +229,9 @@ def solve_reference(solver: Solver, call: SolverCall) -> tuple[PyTree, dict[str,
 
 CONVERGED_OPTIONS = {
     "grad_tol": 1e-6,
-    "max_steps": 2000,
+    "max_steps": 200,
+    "cg_iter": 100,
+    "radius": 1.0,
     "lr": None,
     "damping": 0.0,
     "tol": 1e-6,
@@ -265,10 +270,12 @@ def reference(
     """The reference hypergradient a spec names, and what was reached computing it.
 
     ``spec`` is a solver spec (:func:`parse_specs`, e.g. ``unrolled`` for the exact derivative of
-    the K-step map) or ``converged[:option=value,...]``: the follower driven by gradient descent
-    from its current point to ``grad_tol`` (at most ``max_steps`` steps of ``lr``, by default
-    ``1 / lambda_max`` of its Hessian by Lanczos), then ``Implicit`` with CG to ``tol`` (at most
-    ``max_iter`` iterations) and ``damping`` (options and defaults: :data:`CONVERGED_OPTIONS`).
+    the K-step map) or ``converged[:option=value,...]``: the follower minimised from its current
+    point to ``grad_tol`` by :func:`converge_follower` (at most ``max_steps`` trust-region Newton
+    steps of at most ``cg_iter`` Hessian-vector products each, from trust radius ``radius``; the
+    returned call's SGD step ``lr`` by default ``1 / lambda_max`` of the Hessian by Lanczos), then
+    ``Implicit`` with CG to ``tol`` (at most ``max_iter`` iterations) and ``damping`` (options and
+    defaults: :data:`CONVERGED_OPTIONS`).
 
     Arguments:
         call: the point.
@@ -279,8 +286,9 @@ def reference(
 
     Returns:
         ``(hypergradient, info)``; ``info`` holds ``reference`` (the spec), the solver's
-        diagnostics, and for ``converged`` the follower's ``descent_grad_norm``,
-        ``descent_steps`` and ``lr``.
+        diagnostics, and for ``converged`` what the minimisation reached (``descent_grad_norm``,
+        ``descent_loss``, ``descent_steps``, ``descent_accepted``, ``descent_hvps``,
+        ``descent_radius``), the CG solve's ``damping`` and ``lr``.
 
     Raises:
         SolverConfigError: an unknown solver or option, naming the spec.
@@ -302,13 +310,19 @@ def reference(
             )
         )(call.inner_params, call.outer_params, last)
         lr = 1.0 / float(largest)
-    progress(f"reference: gradient descent of the follower to {o['grad_tol']:g} (step {lr:.3g})")
+    progress(f"reference: trust-region Newton minimisation of the follower to {o['grad_tol']:g}")
     reached, descent = converge_follower(
-        call, grad_tol=o["grad_tol"], max_steps=o["max_steps"], lr=lr, progress=progress
+        call,
+        grad_tol=o["grad_tol"],
+        max_steps=o["max_steps"],
+        lr=lr,
+        cg_iter=o["cg_iter"],
+        radius=o["radius"],
+        progress=progress,
     )
     solver = make_solver(
         "implicit_cg", damping=o["damping"], tol=o["tol"], max_iter=o["max_iter"], solve_loop="while"
     )
     hypergrad, info = solve_reference(solver, reached)
     descent = {f"descent_{k}": v for k, v in descent.items()}
-    return hypergrad, {"reference": spec, **info, **descent, "lr": lr}
+    return hypergrad, {"reference": spec, **info, **descent, "damping": o["damping"], "lr": lr}

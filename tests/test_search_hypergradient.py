@@ -1,4 +1,5 @@
-"""CAF search: the weight hypergradient's exactness in float64, and a planted answer it finds."""
+"""CAF search: the weight hypergradient's exactness in float64 (one virtual step, and IFT at a converged
+fusion network), and a planted answer it finds."""
 
 import functools
 
@@ -7,8 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from jax.flatten_util import ravel_pytree
 
 import bilevel
+from bilevel import study
 from fuse4seg_jax.losses import caf_term_names, init_caf_logits
 from fuse4seg_jax.search.problem import SearchProblem
 from fuse4seg_jax.search.step import init_state, search_step, warmup_step
@@ -101,6 +104,46 @@ def test_unrolled_with_one_virtual_step_is_the_gradient_through_that_step_in_flo
         reference = jax.grad(lambda b: outer_after_step(sgd_step, b, fusion, train, search))(beta)
         assert float(jnp.linalg.norm(reference)) > 1e-6
         np.testing.assert_allclose(hypergrad, reference, rtol=0, atol=1e-10)
+
+
+@pytest.mark.slow
+def test_implicit_cg_at_a_converged_fusion_network_matches_a_dense_ift_reference_in_float64(
+    standard_promotion,
+):
+    with jax.enable_x64(True):
+        beta = jnp.asarray(np.random.default_rng(3).normal(size=15), jnp.float64)
+        train, search = planted_batch(0, np.float64), planted_batch(1, np.float64)
+        search = {**search, "task": task_params(jnp.float64)}
+        sgd = optax.sgd(1e-3)
+        fusion = fusion_params(jnp.float64)
+        call = bilevel.SolverCall(
+            PROBLEM.as_bilevel(),
+            fusion,
+            beta,
+            sgd,
+            sgd.init(fusion),
+            jax.tree.map(lambda x: x[None], train),
+            search,
+        )
+        reached, descent = study.converge_follower(call, grad_tol=1e-12, max_steps=50, lr=1e-3)
+        assert descent["grad_norm"] <= 1e-12, descent
+        solver = bilevel.make_solver("implicit_cg", max_iter=20, tol=1e-12, solve_loop="while")
+        hypergrad, info = study.solve_reference(solver, reached)
+        assert info["reason"] == "ok", info
+
+        flat, unravel = ravel_pytree(reached.inner_params)
+
+        def fusion_loss(w, b):
+            return PROBLEM.fusion_loss(unravel(w), b, train)[0]
+
+        hessian = jax.hessian(fusion_loss)(flat, beta)
+        assert float(np.linalg.eigvalsh(hessian)[0]) > 0  # a strict minimum: IFT applies
+        mixed = jax.jacobian(jax.grad(fusion_loss), argnums=1)(flat, beta)  # d2 L_f / (d w d beta)
+        outer_grad = jax.grad(lambda w: PROBLEM.search_loss(unravel(w), beta, search)[0])(flat)
+        # IFT: dw*/dbeta = -H^-1 mixed, and the task loss reads beta only through w*
+        exact = -mixed.T @ np.linalg.solve(hessian, outer_grad)
+        assert float(jnp.linalg.norm(exact)) > 1e-6
+        assert float(jnp.linalg.norm(hypergrad - exact) / jnp.linalg.norm(exact)) < 1e-6
 
 
 def test_first_order_gives_beta_no_signal_as_the_task_loss_does_not_read_it(standard_promotion):

@@ -122,7 +122,7 @@ def test_the_decomp_term_of_a_leader_with_interaction_features_is_eq_27(images):
 def test_the_pretrain_step_reports_the_gram_and_lovasz_terms_of_the_reconstructions(smfnet_trainer, images):
     obj = smfnet_trainer.objectives
     leader = smfnet_trainer.init_state()["leader"]
-    loss, aux = jax.jit(obj.smfnet_pretrain_loss)(leader, None, {"image": images})
+    loss, aux = jax.jit(obj.pretrain_loss)(leader, None, {"image": images})
     rec = jax.jit(lambda p, x: obj.fusion.apply(p, x, method="autoencode"))(leader, images)
     _assert_stage_one(loss, aux, jax.jit(_stage_one_by_hand)(rec, images))
     # and it is what the trainer's pretrain step differentiates and logs

@@ -20,9 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--reference",
         default="unrolled",
-        help="unrolled (exact derivative of the K-step map), converged[:grad_tol=1e-6,max_steps=2000,"
-        "lr=...,damping=0,tol=1e-6,max_iter=500] (follower descended to grad_tol, then damped CG), "
-        "or any solver spec (default: unrolled)",
+        help="unrolled (exact derivative of the K-step map), converged[:grad_tol=1e-6,max_steps=200,"
+        "cg_iter=100,radius=1,lr=...,damping=0,tol=1e-6,max_iter=500] (follower minimised to grad_tol "
+        "by trust-region Newton-CG, then damped CG), or any solver spec (default: unrolled)",
     )
     parser.add_argument("--x64", action="store_true", help="float64 parameters, data and losses")
     parser.add_argument("--rounds", type=int, default=5, help="timing rounds (median; default 5)")
@@ -39,18 +39,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import contextlib
+
+    import jax
+
+    # scoped, not global: a caller in the same process (a test, a notebook) keeps its setting
+    with jax.enable_x64(True) if args.x64 else contextlib.nullcontext():
+        return _study(args)
+
+
+def _study(args: argparse.Namespace) -> int:
     import json
     import sys
     from pathlib import Path
 
     import jax
 
-    from fuse4seg_jax.errors import ConfigError
-
-    if args.x64:  # before any array exists
-        jax.config.update("jax_enable_x64", True)
     import bilevel
     from bilevel import study
+    from fuse4seg_jax.errors import ConfigError
     from fuse4seg_jax.train import solver_study
     from fuse4seg_jax.train.config import load_config
 
