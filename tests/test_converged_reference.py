@@ -29,7 +29,7 @@ SMALLER = (
     "--config.batch.val_size=2",
     "--config.model.segmentation_sizes.convnext_unet.widths=(4,8)",
 )
-L2 = 0.1  # the inner loss's L2 weight: (L2 / 2) ||w||^2 on the follower's parameters
+L2 = 1.0  # the inner loss's L2 weight: (L2 / 2) ||w||^2 on the follower's parameters
 
 
 def regularised(problem: bilevel.Problem, weight: float) -> bilevel.Problem:
