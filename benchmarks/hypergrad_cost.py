@@ -10,8 +10,10 @@ state; each timed call is one outer step from the same initial state. Memory is 
 ``jax.jit(step).lower(...).compile().memory_analysis()`` (see :func:`peak_mib`).
 "unrolled (jax.grad)" is the reference
 formulation, plain ``jax.grad`` through the K steps (reverse-over-reverse), for comparison with the
-library's unrolled solver (forward-over-reverse step VJPs). A second table gives the unrolled
-solver's peak memory at K = 1, 5, 20 with and without rematerialisation.
+library's unrolled solver (forward-over-reverse step VJPs). "one HVP" is one Hessian-vector product
+of the inner loss at the initial point (``bilevel.curvature.hvp``), timed in the same rounds, so
+an implicit solver's cost can be read against first-order + its HVPs. A second table gives the
+unrolled solver's peak memory at K = 1, 5, 20 with and without rematerialisation.
 
 Usage (repository root): ``python -m benchmarks.hypergrad_cost [--rounds 5]``.
 """
@@ -26,7 +28,7 @@ import optax
 
 import bilevel
 from benchmarks._timing import time_interleaved
-from bilevel import inner_loop
+from bilevel import curvature, inner_loop
 
 BATCH, SIZE, MODALITIES, CLASSES, WIDTH = 4, 32, 2, 4, 8
 INNER_OPT = optax.sgd(0.01, momentum=0.9)
@@ -176,10 +178,15 @@ def main() -> None:
     compiled = {
         name: compile_step(s, states[name], inner_batches, outer_batch) for name, s in solvers.items()
     }
+    last_batch = inner_loop.batch_at(inner_batches, -1)
+    hvp = jax.jit(lambda u: curvature.hvp(lambda i, o: inner_loss(i, o, last_batch), follower, leader, u))
     median = time_interleaved(
         {
-            name: (lambda fn=fn, state=states[name]: fn(state, inner_batches, outer_batch))
-            for name, fn in compiled.items()
+            **{
+                name: (lambda fn=fn, state=states[name]: fn(state, inner_batches, outer_batch))
+                for name, fn in compiled.items()
+            },
+            "one HVP": lambda: hvp(follower),
         },
         rounds=args.rounds,
     )
@@ -193,6 +200,14 @@ def main() -> None:
             f"{median[name] / median['first_order']:8.2f} {memory[name]:9.2f} "
             f"{memory[name] / memory['first_order']:9.2f}"
         )
+
+    one_hvp, cg = median["one HVP"], median["implicit_cg (10 it.)"]
+    budget = median["first_order"] + 10 * one_hvp
+    print(
+        f"\none HVP {1e3 * one_hvp:.2f} ms ({one_hvp / median['first_order']:.2f} x first_order);"
+        f" implicit_cg (10 it.) {1e3 * cg:.1f} ms = {cg / budget:.2f} x"
+        f" (first_order + 10 HVPs = {1e3 * budget:.1f} ms)"
+    )
 
     print("\nunrolled solver, compiled peak memory (MiB)")
     print(f"{'K':>4s} {'no remat':>10s} {'remat':>10s}")
