@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
@@ -151,3 +152,18 @@ def test_graph_runs_compiled_at_default_sizes():
     with jax.disable_jit():
         eager = model.apply(params, x)["fused"]
     np.testing.assert_allclose(fused, eager, atol=1e-5)
+
+
+def test_exact_zero_background_keeps_the_gradient_bounded(three_modalities):
+    # Skull-stripped MRI is exactly 0 outside the brain. The embedding's bias keeps the features
+    # there off the channel-constant vectors where each LayerNorm's Jacobian is 1/sqrt(eps); with
+    # a zero bias the chain of LayerNorms multiplies the gradient by ~1000 even at 7 x 5 pixels.
+    value_and_grad, params, x = three_modalities
+    zeroed = x.at[:, 2:, 2:].set(0.0)
+
+    def grad_norm(p, images):
+        return float(optax.tree.norm(value_and_grad(p, images)[1]))
+
+    assert grad_norm(params, zeroed) < 10 * grad_norm(params, x)
+    no_bias = {**params, "embed": {**params["embed"], "bias": jnp.zeros_like(params["embed"]["bias"])}}
+    assert grad_norm(no_bias, zeroed) > 100 * grad_norm(no_bias, x)
