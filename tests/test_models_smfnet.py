@@ -3,7 +3,6 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from flax import nnx
 
@@ -159,11 +158,13 @@ def test_exact_zero_background_keeps_the_gradient_bounded(three_modalities):
     # there off the channel-constant vectors where each LayerNorm's Jacobian is 1/sqrt(eps); with
     # a zero bias the chain of LayerNorms multiplies the gradient by ~1000 even at 7 x 5 pixels.
     value_and_grad, params, x = three_modalities
-    zeroed = x.at[:, 2:, 2:].set(0.0)
+    zeroed = np.array(x)
+    zeroed[:, 2:, 2:] = 0.0
 
-    def grad_norm(p, images):
-        return float(optax.tree.norm(value_and_grad(p, images)[1]))
+    def grad_norm(p, images):  # in numpy: no program besides the fixture's is compiled
+        grads = jax.tree.leaves(jax.device_get(value_and_grad(p, images)[1]))
+        return float(np.sqrt(sum(np.sum(np.square(g)) for g in grads)))
 
     assert grad_norm(params, zeroed) < 10 * grad_norm(params, x)
-    no_bias = {**params, "embed": {**params["embed"], "bias": jnp.zeros_like(params["embed"]["bias"])}}
+    no_bias = {**params, "embed": {**params["embed"], "bias": np.zeros_like(params["embed"]["bias"])}}
     assert grad_norm(no_bias, zeroed) > 100 * grad_norm(no_bias, x)
