@@ -11,7 +11,8 @@ discriminators, 80 pre-training and 140 fusion epochs, SGD (lr 0.01, momentum 0.
 paper gives no value (lambda, sigma, lambda_f) the choice is ours: docs/conventions.md#fuse4seg-v1.
 
 `--config configs/fuse4seg_v1.py` (paper, BraTS 2021 in data/BraTS2021), `:demo` (phantom data,
-small models, a few minutes on 2 CPU cores), `:smoke` (tiny, seconds after compilation: the tests).
+small models; its time and scores: docs/conventions.md#fuse4seg-v1), `:smoke` (tiny, seconds after
+compilation: the tests).
 """
 
 from fuse4seg_jax.train.defaults import base_config, demo_config, smoke_config

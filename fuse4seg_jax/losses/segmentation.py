@@ -29,7 +29,7 @@ def soft_dice_loss(
     class_weights: jax.Array | None = None,
     eps: float = 1e-5,
 ) -> jax.Array:
-    """Weighted multi-class soft Dice loss (Fuse4Seg eq. for L_Dice), background included.
+    """Weighted multi-class soft Dice loss (Fuse4Seg sec. 3.5.1's L_Dice), background included.
 
     ``1 - sum_c w_c D_c / sum_c w_c`` with ``D_c = (2 sum_i p_ci y_ci + eps) /
     (sum_i p_ci + sum_i y_ci + eps)``, ``p = softmax(logits)`` and ``y`` the one-hot labels. Sums

@@ -5,8 +5,9 @@ in ``docs/conventions.md#architectures``.
 
 Pipeline, with every module shared by all N modalities (the paper has N = 2, infrared and visible):
 
-1. Shallow encoder per modality: 3x3 conv ``1 -> dim``, then transformer blocks made of MDTA
-   attention (``restormer.MDTA``) and a LeFF feed-forward (:class:`LeFF`).
+1. Shallow encoder per modality: 3x3 conv ``1 -> dim`` with a bias (so that exact-zero background
+   does not embed to the zero vector: ``docs/conventions.md#smfnet``), then transformer blocks made
+   of MDTA attention (``restormer.MDTA``) and a LeFF feed-forward (:class:`LeFF`).
 2. Three branches on each modality's shallow features:
    - base ("low"): a residual transformer group, ``conv3x3(blocks(F)) + F`` (eq. 9-10);
    - detail ("high"): the CAI block, a cross attention (:class:`CrossChannelAttention`, eq. 1-2)
@@ -43,6 +44,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fuse4seg_jax.errors import ConfigError
+from fuse4seg_jax.models.convnext_unet import _fan_in_bias
 from fuse4seg_jax.models.frequency_decoupled import (
     check_images,
     check_sizes,
@@ -233,7 +235,7 @@ class SMFNet(nnx.Module):
         if len(factors) < 2 or len(set(factors)) != len(factors) or min(factors) < 1:
             raise ConfigError(f"graph_factors must be at least two distinct integers >= 1, got {factors}")
         self.num_modalities = num_modalities
-        self.embed = nnx.Conv(1, dim, (3, 3), use_bias=False, rngs=rngs)
+        self.embed = nnx.Conv(1, dim, (3, 3), bias_init=_fan_in_bias(9), rngs=rngs)
         self.shallow = nnx.List(
             [transformer_block(dim, heads, expansion, rngs=rngs) for _ in range(shallow_blocks)]
         )
