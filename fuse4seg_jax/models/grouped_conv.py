@@ -29,21 +29,40 @@ from bilevel.schedule import after
 _DEFAULT_KERNEL_INIT = jax.nn.initializers.lecun_normal()
 
 
+def _tap(window: jax.Array, tap: jax.Array, groups: int) -> jax.Array:
+    """One kernel tap's share of the output.
+
+    ``window: (B, H', W', C_in)`` (the pixels the tap meets), ``tap: (C_in / groups, C_out)``.
+    """
+    per_group, c_out = tap.shape
+    if per_group == 1 and c_out == groups:  # depthwise
+        return window * tap[0]
+    b, h, w, _ = window.shape
+    out_per_group = c_out // groups
+    taps = tap.reshape(per_group, groups, out_per_group).transpose(1, 0, 2)
+    mixed = jnp.einsum("bhwgi,gio->bhwgo", window.reshape(b, h, w, groups, per_group), taps)
+    return mixed.reshape(b, h, w, c_out)
+
+
+def _window(x: jax.Array, kernel_shape: tuple[int, ...], i: int, j: int) -> jax.Array:
+    """The input pixels that kernel tap ``(i, j)`` meets in a ``VALID`` correlation."""
+    h_out, w_out = x.shape[1] - kernel_shape[0] + 1, x.shape[2] - kernel_shape[1] + 1
+    return x[:, i : i + h_out, j : j + w_out, :]
+
+
 def _shifted_sum(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Array:
     kh, kw, per_group, c_out = kernel.shape
-    b, h, w, _ = x.shape
-    h_out, w_out = h - kh + 1, w - kw + 1
-    out_per_group = c_out // groups
-    out = jnp.zeros((b, h_out, w_out, c_out), jnp.result_type(x, kernel))
+    depthwise = per_group == 1 and c_out == groups
+    out = None
     for i in range(kh):
         for j in range(kw):
-            window = x[:, i : i + h_out, j : j + w_out, :]
-            if per_group == 1 and out_per_group == 1:  # depthwise
-                out = out + window * kernel[i, j, 0]
-                continue
-            taps = kernel[i, j].reshape(per_group, groups, out_per_group).transpose(1, 0, 2)
-            mixed = jnp.einsum("bhwgi,gio->bhwgo", window.reshape(b, h_out, w_out, groups, per_group), taps)
-            out = out + mixed.reshape(b, h_out, w_out, c_out)
+            window = _window(x, kernel.shape, i, j)
+            if out is not None and not depthwise:
+                # A depthwise sum is one fused loop; the grouped taps are matrix products, whose
+                # operands XLA:CPU copies out, all at once unless each waits for the running sum.
+                window = after(window, out)
+            share = _tap(window, kernel[i, j], groups)
+            out = share if out is None else out + share
     return out
 
 
@@ -52,8 +71,8 @@ def shifted_sum_conv(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Array:
     """The CPU form: a ``VALID`` grouped cross-correlation as a sum of ``kh * kw`` shifted copies.
 
     Its reverse pass keeps only ``x`` and ``kernel`` and recomputes the shifted copies once the
-    output's cotangent exists: differentiated as written it would keep every copy (``kh * kw``
-    activations per layer) from the forward to the backward pass.
+    output's cotangent exists, one at a time: differentiated as written it would keep every copy
+    (``kh * kw`` activations per layer) from the forward to the backward pass.
     """
     return _shifted_sum(x, kernel, groups)
 
@@ -65,7 +84,30 @@ def _shifted_sum_fwd(x, kernel, groups):
 def _shifted_sum_bwd(groups, residuals, cotangent):
     # Without the ordering XLA may recompute the copies during the forward pass (bilevel.schedule).
     x, kernel = after(residuals, cotangent)
-    return jax.vjp(lambda x, k: _shifted_sum(x, k, groups), x, kernel)[1](cotangent)
+    kh, kw, per_group, c_out = kernel.shape
+    # The input's gradient is a correlation too (the cotangent, padded, with the flipped kernel
+    # whose per-group in/out roles are swapped), so it is one fused shifted sum; XLA:CPU's own
+    # transpose of the shifted sum kept kh * kw padded partial sums.
+    transposed = (
+        jnp.flip(kernel, (0, 1))
+        .reshape(kh, kw, per_group, groups, c_out // groups)
+        .transpose(0, 1, 4, 3, 2)
+        .reshape(kh, kw, c_out // groups, groups * per_group)
+    )
+    padded = jnp.pad(cotangent, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0)))
+    x_cotangent = _shifted_sum(padded, transposed, groups)
+    # Each tap's kernel gradient reduces one shifted copy against the cotangent. XLA:CPU's
+    # reductions do not fuse the copy in, and nothing orders the taps, so all kh * kw copies were
+    # live at once; chaining each copy after the previous tap's gradient keeps one at a time.
+    tap_cotangents, previous = [], cotangent
+    for i in range(kh):
+        for j in range(kw):
+            window = after(_window(x, kernel.shape, i, j), previous)
+            (previous,) = jax.vjp(lambda tap, window=window: _tap(window, tap, groups), kernel[i, j])[1](
+                cotangent
+            )
+            tap_cotangents.append(previous)
+    return x_cotangent, jnp.stack(tap_cotangents).reshape(kernel.shape)
 
 
 shifted_sum_conv.defvjp(_shifted_sum_fwd, _shifted_sum_bwd)
