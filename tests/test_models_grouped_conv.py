@@ -54,7 +54,10 @@ def test_the_cpu_and_accelerator_forms_agree(c_in, c_out, groups):
     # grouped_conv lowers shifted_sum_conv on CPU and native_conv elsewhere: both must agree.
     x = jax.random.normal(jax.random.key(0), (2, 9, 8, c_in))
     kernel = jax.random.normal(jax.random.key(1), (3, 5, c_in // groups, c_out))
-    np.testing.assert_allclose(shifted_sum_conv(x, kernel, groups), native_conv(x, kernel, groups), atol=1e-5)
+    for pad in ((0, 0), (1, 2)):
+        np.testing.assert_allclose(
+            shifted_sum_conv(x, kernel, groups, pad), native_conv(x, kernel, groups, pad), atol=1e-5
+        )
     lowered = jax.jit(lambda x, k: grouped_conv(x, k, groups, "VALID")).lower(x, kernel).as_text()
     assert "feature_group_count" not in lowered  # lowered for CPU: the shifted sum only
 

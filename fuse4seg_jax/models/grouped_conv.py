@@ -66,24 +66,30 @@ def _shifted_sum(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Array:
     return out
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def shifted_sum_conv(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Array:
-    """The CPU form: a ``VALID`` grouped cross-correlation as a sum of ``kh * kw`` shifted copies.
+def _zero_pad(x: jax.Array, pad: tuple[int, int]) -> jax.Array:
+    return jnp.pad(x, ((0, 0), (pad[0], pad[0]), (pad[1], pad[1]), (0, 0)))
 
-    Its reverse pass keeps only ``x`` and ``kernel`` and recomputes the shifted copies once the
-    output's cotangent exists, one at a time: differentiated as written it would keep every copy
-    (``kh * kw`` activations per layer) from the forward to the backward pass.
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def shifted_sum_conv(x: jax.Array, kernel: jax.Array, groups: int, pad: tuple[int, int]) -> jax.Array:
+    """The CPU form: a grouped cross-correlation as a sum of ``kh * kw`` shifted copies.
+
+    ``x`` is zero-padded by ``pad = (rows, columns)`` on each side first (``(0, 0)``: ``VALID``).
+    Its reverse pass keeps only the unpadded ``x`` and ``kernel`` and recomputes the shifted
+    copies once the output's cotangent exists, one at a time: differentiated as written it would
+    keep every copy (``kh * kw`` activations per layer) from the forward to the backward pass.
     """
-    return _shifted_sum(x, kernel, groups)
+    return _shifted_sum(_zero_pad(x, pad), kernel, groups)
 
 
-def _shifted_sum_fwd(x, kernel, groups):
-    return _shifted_sum(x, kernel, groups), (x, kernel)
+def _shifted_sum_fwd(x, kernel, groups, pad):
+    return shifted_sum_conv(x, kernel, groups, pad), (x, kernel)
 
 
-def _shifted_sum_bwd(groups, residuals, cotangent):
+def _shifted_sum_bwd(groups, pad, residuals, cotangent):
     # Without the ordering XLA may recompute the copies during the forward pass (bilevel.schedule).
     x, kernel = after(residuals, cotangent)
+    x = _zero_pad(x, pad)
     kh, kw, per_group, c_out = kernel.shape
     # The input's gradient is a correlation too (the cotangent, padded, with the flipped kernel
     # whose per-group in/out roles are swapped), so it is one fused shifted sum; XLA:CPU's own
@@ -94,8 +100,8 @@ def _shifted_sum_bwd(groups, residuals, cotangent):
         .transpose(0, 1, 4, 3, 2)
         .reshape(kh, kw, c_out // groups, groups * per_group)
     )
-    padded = jnp.pad(cotangent, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0)))
-    x_cotangent = _shifted_sum(padded, transposed, groups)
+    # padded to give the cotangent of the unpadded input directly
+    x_cotangent = _shifted_sum(_zero_pad(cotangent, (kh - 1 - pad[0], kw - 1 - pad[1])), transposed, groups)
     # Each tap's kernel gradient reduces one shifted copy against the cotangent. XLA:CPU's
     # reductions do not fuse the copy in, and nothing orders the taps, so all kh * kw copies were
     # live at once; chaining each copy after the previous tap's gradient keeps one at a time.
@@ -113,10 +119,15 @@ def _shifted_sum_bwd(groups, residuals, cotangent):
 shifted_sum_conv.defvjp(_shifted_sum_fwd, _shifted_sum_bwd)
 
 
-def native_conv(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Array:
-    """The GPU / TPU form: XLA's grouped convolution, ``VALID``."""
+def native_conv(x: jax.Array, kernel: jax.Array, groups: int, pad: tuple[int, int]) -> jax.Array:
+    """The GPU / TPU form: XLA's grouped convolution, zero-padded by ``pad`` as :func:`shifted_sum_conv`."""
     return jax.lax.conv_general_dilated(
-        x, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups
+        x,
+        kernel,
+        (1, 1),
+        ((pad[0], pad[0]), (pad[1], pad[1])),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=groups,
     )
 
 
@@ -139,15 +150,14 @@ def grouped_conv(x: jax.Array, kernel: jax.Array, groups: int, padding: str = "S
         raise ValueError(
             f"kernel {kernel.shape} does not fit {x.shape[-1]} input channels in {groups} groups"
         )
-    if padding == "SAME":
-        x = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
-    elif padding != "VALID":
+    if padding not in ("SAME", "VALID"):
         raise ValueError(f"padding must be 'SAME' or 'VALID', got {padding!r}")
+    pad = (kh // 2, kw // 2) if padding == "SAME" else (0, 0)
     return jax.lax.platform_dependent(
         x,
         kernel,
-        cpu=lambda x, k: shifted_sum_conv(x, k, groups),
-        default=lambda x, k: native_conv(x, k, groups),
+        cpu=lambda x, k: shifted_sum_conv(x, k, groups, pad),
+        default=lambda x, k: native_conv(x, k, groups, pad),
     )
 
 
