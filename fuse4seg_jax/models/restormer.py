@@ -52,9 +52,16 @@ class ChannelLayerNorm(nnx.Module):
         self.bias = nnx.Param(jnp.zeros((dim,), jnp.float32))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        mean = jnp.mean(x, axis=-1, keepdims=True)
-        var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
-        return (x - mean) * jax.lax.rsqrt(var + self.eps) * self.scale[...] + self.bias[...]
+        # checkpointed: the backward pass keeps x only, not its centred and normalised copies
+        norm = schedule.checkpoint(functools.partial(layer_norm, eps=self.eps))
+        return norm(x, self.scale[...], self.bias[...])
+
+
+def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, *, eps: float) -> jax.Array:
+    """LayerNorm over the last axis of ``x: (..., C)`` with ``scale, bias: (C,)``; biased variance."""
+    mean = jnp.mean(x, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+    return (x - mean) * jax.lax.rsqrt(var + eps) * scale + bias
 
 
 def _l2_normalise(x: jax.Array, axis: int) -> jax.Array:
