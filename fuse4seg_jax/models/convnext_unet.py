@@ -192,9 +192,9 @@ def _stage(dim: int, depth: int, kernel_size: int, block: str, rngs: nnx.Rngs) -
     )
 
 
-def _run(blocks: nnx.List, x: jax.Array) -> jax.Array:
+def _run(blocks: nnx.List, x: jax.Array, remat: bool) -> jax.Array:
     for block in blocks:
-        x = block(x)
+        x = apply_block(block, x, remat=remat)
     return x
 
 
@@ -208,6 +208,7 @@ def _run(blocks: nnx.List, x: jax.Array) -> jax.Array:
         "bottleneck_blocks": 1,
         "kernel_size": 7,
         "block": "v2",
+        "remat": False,
     },
     demo={
         "widths": (16, 32, 64),
@@ -215,6 +216,7 @@ def _run(blocks: nnx.List, x: jax.Array) -> jax.Array:
         "bottleneck_heads": 2,
         "kernel_size": 3,
         "block": "v1",
+        "remat": False,
     },
 )
 class ConvNeXtUNet(nnx.Module):
@@ -236,6 +238,11 @@ class ConvNeXtUNet(nnx.Module):
             which compiles and runs several times faster).
         block: ``"v2"`` ConvNeXt V2 blocks (global response normalisation, Fuse4Seg's choice) or
             ``"v1"`` ConvNeXt blocks (layer scale); see :class:`ConvNeXtBlock`.
+        remat: keep only each block's input (ConvNeXt and bottleneck blocks) from the forward
+            to the backward pass and recompute the block there: the same values, less memory,
+            about one more forward pass of compute (``docs/conventions.md#memory``). Not a size,
+            but set like one (``model.segmentation_sizes.convnext_unet.remat``). Forward-over-
+            reverse Hessian-vector products (the implicit solvers) work with it.
         rngs: parameter initialisation keys.
 
     Raises:
@@ -254,6 +261,7 @@ class ConvNeXtUNet(nnx.Module):
         bottleneck_blocks: int,
         kernel_size: int,
         block: str = "v1",
+        remat: bool = False,
         rngs: nnx.Rngs,
     ):
         widths, depths = tuple(widths), tuple(depths)
@@ -268,6 +276,7 @@ class ConvNeXtUNet(nnx.Module):
                 f"convnext_unet: bottleneck_heads {bottleneck_heads} must divide the last width {widths[-1]}"
             )
         self.in_channels = in_channels
+        self.remat = remat
         self.divisor = 2 ** (len(widths) - 1)
         self.stem = nnx.Conv(
             in_channels, widths[0], (3, 3), padding="SAME", bias_init=_fan_in_bias(9 * in_channels), rngs=rngs
@@ -319,9 +328,9 @@ class ConvNeXtUNet(nnx.Module):
         for level, blocks in enumerate(self.encoder):
             if level:
                 x = self.downsample[level - 1](x)
-            x = _run(blocks, x)
+            x = _run(blocks, x, self.remat)
             skips.append(x)
-        x = _run(self.bottleneck, x)
+        x = _run(self.bottleneck, x, self.remat)
         for level in reversed(range(len(self.decoder))):
-            x = _run(self.decoder[level], self.upmerge[level](x, skips[level]))
+            x = _run(self.decoder[level], self.upmerge[level](x, skips[level]), self.remat)
         return self.head(self.head_norm(x))

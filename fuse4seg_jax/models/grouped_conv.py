@@ -83,7 +83,8 @@ def shifted_sum_conv(x: jax.Array, kernel: jax.Array, groups: int, pad: tuple[in
 
 
 def _shifted_sum_fwd(x, kernel, groups, pad):
-    return shifted_sum_conv(x, kernel, groups, pad), (x, kernel)
+    # not `shifted_sum_conv`: a JVP of this rule (forward-over-reverse) must not meet the custom VJP
+    return _shifted_sum(_zero_pad(x, pad), kernel, groups), (x, kernel)
 
 
 def _shifted_sum_bwd(groups, pad, residuals, cotangent):

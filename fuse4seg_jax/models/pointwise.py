@@ -20,14 +20,24 @@ from flax import nnx
 from bilevel.schedule import after
 
 
-@jax.custom_vjp
-def pointwise(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """``x @ kernel`` over the last axis: ``(..., C_in), (C_in, C_out) -> (..., C_out)``."""
+def _matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return jnp.einsum("...i,io->...o", x, kernel)
 
 
+@jax.custom_vjp
+def pointwise(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """``x @ kernel`` over the last axis: ``(..., C_in), (C_in, C_out) -> (..., C_out)``.
+
+    Reverse mode only, like every custom VJP; forward-over-reverse products (``jax.jvp`` of a
+    gradient, as the implicit solvers' Hessian-vector products) work, since the rules below are
+    plain differentiable code.
+    """
+    return _matmul(x, kernel)
+
+
 def _pointwise_fwd(x, kernel):
-    return pointwise(x, kernel), (x, kernel)
+    # the plain product, not `pointwise`: a JVP of this rule must not meet the custom VJP again
+    return _matmul(x, kernel), (x, kernel)
 
 
 def _pointwise_bwd(residuals, cotangent):
