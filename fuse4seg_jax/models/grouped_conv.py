@@ -9,8 +9,8 @@ sums. On every other platform (GPU, TPU) the native grouped convolution is used:
 platform_dependent`` picks the branch when the program is lowered, so one traced model serves both.
 Differentiated as written, the shifted sum would keep every shifted copy for the backward pass:
 the paper-size frequency-decoupled leader's forward+backward on 2 x 224 x 224 needed 40 GiB of
-XLA:CPU temporaries. :func:`shifted_sum_conv` has its own reverse rule that keeps only its inputs,
-which brought that to 20 GiB (``docs/conventions.md#memory``).
+XLA:CPU temporaries. :func:`shifted_sum_conv` has its own reverse rule that keeps only its
+unpadded input and kernel and recomputes one shifted copy at a time (``docs/conventions.md#memory``).
 
 :class:`GroupedConv` has the parameters of ``nnx.Conv(..., feature_group_count=groups)`` (same
 names, shapes and initialisers) and computes the same cross-correlation.
