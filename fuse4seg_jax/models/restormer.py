@@ -13,6 +13,8 @@ Public API:
 - :class:`GDFN` ``(dim, hidden, *, channels_per_group=1, bias=False, rngs)``.
 - :class:`RestormerBlock` ``(dim, heads, *, expansion=2.0, bias=False, rngs, remat=False)``.
 - :func:`base_block` ``(dim, heads, *, remat=False, rngs) -> RestormerBlock``: the low-frequency variant.
+- :func:`layer_norm`, :func:`transposed_attention`, :func:`gated_gelu`: the element-wise pieces,
+  each checkpointed by its module (recomputed in the backward pass; ``docs/conventions.md#memory``).
 
 Every module maps ``(B, H, W, dim) -> (B, H, W, dim)`` and accepts any ``H, W >= 1``.
 """
@@ -139,7 +141,7 @@ class MDTA(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         attend = functools.partial(transposed_attention, heads=self.heads)
         # checkpointed: the backward pass keeps the mixed q, k, v only, not their head-major
-        # copies and normalised versions (five more activations per block on XLA:CPU)
+        # copies and normalised versions (docs/conventions.md#memory)
         out = schedule.checkpoint(attend)(self.qkv_mix(self.qkv(x)), self.temperature[...])
         return self.project_out(out)
 
