@@ -25,7 +25,7 @@ def _value_and_grads(module: nnx.Module, x: jax.Array):
     def loss(state, x):
         return jnp.sum(jnp.sin(nnx.merge(graphdef, state)(x)))
 
-    return jax.value_and_grad(loss, argnums=(0, 1))(state, x)
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(state, x)
 
 
 def _assert_close(a, b, scale=1e-5):
