@@ -57,7 +57,8 @@ def checkpoint(fn: Callable[..., Any]) -> Callable[..., Any]:
         fn: a function of positional array pytrees (differentiated with respect to all of them).
 
     Returns:
-        ``fn`` with that reverse rule (first order: it is not meant to be differentiated twice).
+        ``fn`` with that reverse rule. Reverse mode and forward-over-reverse (``jax.jvp`` of a
+        gradient, as Hessian-vector products) work; reverse-over-reverse does not.
     """
 
     @jax.custom_vjp
@@ -65,7 +66,10 @@ def checkpoint(fn: Callable[..., Any]) -> Callable[..., Any]:
         return fn(*args)
 
     def forward(*args):
-        return fn(*args), args
+        # Evaluated through its linearisation (XLA drops the unused residuals): under a jax.jvp
+        # of the gradient (forward-over-reverse products), plain evaluation would hand any custom
+        # VJP inside fn forward-mode tracers, which custom VJPs refuse.
+        return jax.vjp(fn, *args)[0], args
 
     def backward(args, cotangent):
         _, vjp = jax.vjp(fn, *after(args, cotangent))

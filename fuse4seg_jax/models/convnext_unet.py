@@ -31,7 +31,9 @@ from flax import nnx
 
 from fuse4seg_jax.errors import ConfigError
 from fuse4seg_jax.models.grouped_conv import GroupedConv
+from fuse4seg_jax.models.pointwise import PointwiseLinear
 from fuse4seg_jax.models.registry import register
+from fuse4seg_jax.models.remat import apply_block
 
 _LN_EPS = 1e-6
 
@@ -108,8 +110,8 @@ class ConvNeXtBlock(nnx.Module):
             rngs=rngs,
         )
         self.norm = nnx.LayerNorm(dim, epsilon=_LN_EPS, rngs=rngs)
-        self.expand = nnx.Linear(dim, 4 * dim, rngs=rngs)
-        self.project = nnx.Linear(4 * dim, dim, rngs=rngs)
+        self.expand = PointwiseLinear(dim, 4 * dim, rngs=rngs)
+        self.project = PointwiseLinear(4 * dim, dim, rngs=rngs)
         if block == "v1":
             self.layer_scale = nnx.Param(jnp.full((dim,), layer_scale_init, jnp.float32))
         else:
@@ -117,10 +119,15 @@ class ConvNeXtBlock(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """``(B, H, W, C) -> (B, H, W, C)``."""
-        hidden = _gelu(self.expand(self.norm(self.depthwise(x))))
+        # rematerialised: the backward pass keeps the expanded map only, not GELU's intermediates
+        hidden = apply_block(self, self.expand(self.norm(self.depthwise(x))), remat=True, method="activate")
         if hasattr(self, "grn"):
-            return x + self.project(self.grn(hidden))
+            return x + self.project(hidden)
         return x + self.layer_scale[...] * self.project(hidden)
+
+    def activate(self, x: jax.Array) -> jax.Array:
+        """GELU (then GRN for ``v2``) on the expanded ``(B, H, W, 4C)`` map."""
+        return self.grn(_gelu(x)) if hasattr(self, "grn") else _gelu(x)
 
 
 class SelfAttention(nnx.Module):
@@ -128,8 +135,8 @@ class SelfAttention(nnx.Module):
 
     def __init__(self, dim: int, num_heads: int, *, rngs: nnx.Rngs):
         self.num_heads = num_heads
-        self.qkv = nnx.Linear(dim, 3 * dim, rngs=rngs)
-        self.out = nnx.Linear(dim, dim, rngs=rngs)
+        self.qkv = PointwiseLinear(dim, 3 * dim, rngs=rngs)
+        self.out = PointwiseLinear(dim, dim, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """``(B, H, W, C) -> (B, H, W, C)``; attention over the H*W tokens."""
@@ -146,8 +153,8 @@ class TransformerBlock(nnx.Module):
         self.norm_attention = nnx.LayerNorm(dim, epsilon=_LN_EPS, rngs=rngs)
         self.attention = SelfAttention(dim, num_heads, rngs=rngs)
         self.norm_mlp = nnx.LayerNorm(dim, epsilon=_LN_EPS, rngs=rngs)
-        self.expand = nnx.Linear(dim, 4 * dim, rngs=rngs)
-        self.project = nnx.Linear(4 * dim, dim, rngs=rngs)
+        self.expand = PointwiseLinear(dim, 4 * dim, rngs=rngs)
+        self.project = PointwiseLinear(4 * dim, dim, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """``(B, H, W, C) -> (B, H, W, C)``."""
@@ -172,7 +179,7 @@ class UpMerge(nnx.Module):
 
     def __init__(self, dim_in: int, dim_out: int, *, rngs: nnx.Rngs):
         self.up = nnx.ConvTranspose(dim_in, dim_out, (2, 2), strides=(2, 2), padding="VALID", rngs=rngs)
-        self.merge = nnx.Linear(2 * dim_out, dim_out, rngs=rngs)
+        self.merge = PointwiseLinear(2 * dim_out, dim_out, rngs=rngs)
 
     def __call__(self, x: jax.Array, skip: jax.Array) -> jax.Array:
         """``(B, H, W, C_in), (B, 2H, 2W, C_out) -> (B, 2H, 2W, C_out)``."""
@@ -185,9 +192,9 @@ def _stage(dim: int, depth: int, kernel_size: int, block: str, rngs: nnx.Rngs) -
     )
 
 
-def _run(blocks: nnx.List, x: jax.Array) -> jax.Array:
+def _run(blocks: nnx.List, x: jax.Array, remat: bool) -> jax.Array:
     for block in blocks:
-        x = block(x)
+        x = apply_block(block, x, remat=remat)
     return x
 
 
@@ -201,6 +208,7 @@ def _run(blocks: nnx.List, x: jax.Array) -> jax.Array:
         "bottleneck_blocks": 1,
         "kernel_size": 7,
         "block": "v2",
+        "remat": False,
     },
     demo={
         "widths": (16, 32, 64),
@@ -208,6 +216,7 @@ def _run(blocks: nnx.List, x: jax.Array) -> jax.Array:
         "bottleneck_heads": 2,
         "kernel_size": 3,
         "block": "v1",
+        "remat": False,
     },
 )
 class ConvNeXtUNet(nnx.Module):
@@ -229,6 +238,11 @@ class ConvNeXtUNet(nnx.Module):
             which compiles and runs several times faster).
         block: ``"v2"`` ConvNeXt V2 blocks (global response normalisation, Fuse4Seg's choice) or
             ``"v1"`` ConvNeXt blocks (layer scale); see :class:`ConvNeXtBlock`.
+        remat: keep only each block's input (ConvNeXt and bottleneck blocks) from the forward
+            to the backward pass and recompute the block there: the same values, less memory,
+            about one more forward pass of compute (``docs/conventions.md#memory``). Not a size,
+            but set like one (``model.segmentation_sizes.convnext_unet.remat``). Forward-over-
+            reverse Hessian-vector products (the implicit solvers) work with it.
         rngs: parameter initialisation keys.
 
     Raises:
@@ -247,6 +261,7 @@ class ConvNeXtUNet(nnx.Module):
         bottleneck_blocks: int,
         kernel_size: int,
         block: str = "v1",
+        remat: bool = False,
         rngs: nnx.Rngs,
     ):
         widths, depths = tuple(widths), tuple(depths)
@@ -261,6 +276,7 @@ class ConvNeXtUNet(nnx.Module):
                 f"convnext_unet: bottleneck_heads {bottleneck_heads} must divide the last width {widths[-1]}"
             )
         self.in_channels = in_channels
+        self.remat = remat
         self.divisor = 2 ** (len(widths) - 1)
         self.stem = nnx.Conv(
             in_channels, widths[0], (3, 3), padding="SAME", bias_init=_fan_in_bias(9 * in_channels), rngs=rngs
@@ -282,7 +298,7 @@ class ConvNeXtUNet(nnx.Module):
             [_stage(w, d, kernel_size, block, rngs) for w, d in zip(widths[:-1], depths[:-1], strict=True)]
         )
         self.head_norm = nnx.LayerNorm(widths[0], epsilon=_LN_EPS, rngs=rngs)
-        self.head = nnx.Linear(widths[0], num_classes, rngs=rngs)
+        self.head = PointwiseLinear(widths[0], num_classes, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """Segment a batch of images.
@@ -312,9 +328,9 @@ class ConvNeXtUNet(nnx.Module):
         for level, blocks in enumerate(self.encoder):
             if level:
                 x = self.downsample[level - 1](x)
-            x = _run(blocks, x)
+            x = _run(blocks, x, self.remat)
             skips.append(x)
-        x = _run(self.bottleneck, x)
+        x = _run(self.bottleneck, x, self.remat)
         for level in reversed(range(len(self.decoder))):
-            x = _run(self.decoder[level], self.upmerge[level](x, skips[level]))
+            x = _run(self.decoder[level], self.upmerge[level](x, skips[level]), self.remat)
         return self.head(self.head_norm(x))

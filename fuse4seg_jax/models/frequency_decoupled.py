@@ -19,6 +19,7 @@ from flax import nnx
 
 from fuse4seg_jax.errors import ConfigError
 from fuse4seg_jax.models.inn import CouplingStack
+from fuse4seg_jax.models.pointwise import PointwiseConv
 from fuse4seg_jax.models.registry import register
 from fuse4seg_jax.models.restormer import RestormerBlock, base_block
 
@@ -89,7 +90,7 @@ class Encoder(nnx.Module):
         self.embed = nnx.Conv(1, dim, (3, 3), use_bias=False, rngs=rngs)
         self.blocks = nnx.List([RestormerBlock(dim, heads, remat=remat, rngs=rngs) for _ in range(blocks)])
         self.low = base_block(dim, heads, remat=remat, rngs=rngs)
-        self.high = CouplingStack(dim, inn_layers, haar=inn_haar, remat=remat, rngs=rngs)
+        self.high = CouplingStack(dim, inn_layers, haar=inn_haar, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         features = self.embed(x)
@@ -112,7 +113,7 @@ class Decoder(nnx.Module):
     def __init__(
         self, in_dim: int, dim: int, heads: int, blocks: int, *, remat: bool = False, rngs: nnx.Rngs
     ):
-        self.reduce = nnx.Conv(in_dim, dim, (1, 1), use_bias=False, rngs=rngs)
+        self.reduce = PointwiseConv(in_dim, dim, use_bias=False, rngs=rngs)
         self.blocks = nnx.List([RestormerBlock(dim, heads, remat=remat, rngs=rngs) for _ in range(blocks)])
         self.head = nnx.Conv(dim, dim // 2, (3, 3), use_bias=False, rngs=rngs)
         self.out = nnx.Conv(dim // 2, 1, (3, 3), use_bias=False, rngs=rngs)
@@ -159,9 +160,9 @@ class FrequencyDecoupledFusion(nnx.Module):
         inn_haar: squeeze the detail branch's couplings with a Haar wavelet (Fuse4Seg sec. 3.3.1's
             text; off by default, as CDDFuse's code, whose parameters the default matches).
         remat: recompute activations in the backward pass instead of storing them, piece by
-            piece (each Restormer block's attention and feed-forward branch, each coupling's
-            bottleneck): the same values, less memory, about one more forward pass of compute
-            (``docs/conventions.md#memory``). Not a size, but set like one
+            piece (each Restormer block's attention and feed-forward branch; the couplings'
+            bottlenecks are always recomputed): the same values, less memory, about one more
+            forward pass of compute (``docs/conventions.md#memory``). Not a size, but set like one
             (``model.fusion_sizes.frequency_decoupled.remat``).
         rngs: parameter initialisation.
 
@@ -189,7 +190,7 @@ class FrequencyDecoupledFusion(nnx.Module):
             dim, heads, encoder_blocks, inn_layers, inn_haar=inn_haar, remat=remat, rngs=rngs
         )
         self.fuse_low = base_block(dim, heads, remat=remat, rngs=rngs)
-        self.fuse_high = CouplingStack(dim, 1, remat=remat, rngs=rngs)
+        self.fuse_high = CouplingStack(dim, 1, rngs=rngs)
         self.decoder = Decoder(2 * dim, dim, heads, decoder_blocks, remat=remat, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> dict[str, jax.Array]:

@@ -9,8 +9,8 @@ sums. On every other platform (GPU, TPU) the native grouped convolution is used:
 platform_dependent`` picks the branch when the program is lowered, so one traced model serves both.
 Differentiated as written, the shifted sum would keep every shifted copy for the backward pass:
 the paper-size frequency-decoupled leader's forward+backward on 2 x 224 x 224 needed 40 GiB of
-XLA:CPU temporaries. :func:`shifted_sum_conv` has its own reverse rule that keeps only its inputs,
-which brought that to 20 GiB (``docs/conventions.md#memory``).
+XLA:CPU temporaries. :func:`shifted_sum_conv` has its own reverse rule that keeps only its
+unpadded input and kernel and recomputes one shifted copy at a time (``docs/conventions.md#memory``).
 
 :class:`GroupedConv` has the parameters of ``nnx.Conv(..., feature_group_count=groups)`` (same
 names, shapes and initialisers) and computes the same cross-correlation.
@@ -29,52 +29,106 @@ from bilevel.schedule import after
 _DEFAULT_KERNEL_INIT = jax.nn.initializers.lecun_normal()
 
 
+def _tap(window: jax.Array, tap: jax.Array, groups: int) -> jax.Array:
+    """One kernel tap's share of the output.
+
+    ``window: (B, H', W', C_in)`` (the pixels the tap meets), ``tap: (C_in / groups, C_out)``.
+    """
+    per_group, c_out = tap.shape
+    if per_group == 1 and c_out == groups:  # depthwise
+        return window * tap[0]
+    b, h, w, _ = window.shape
+    out_per_group = c_out // groups
+    taps = tap.reshape(per_group, groups, out_per_group).transpose(1, 0, 2)
+    mixed = jnp.einsum("bhwgi,gio->bhwgo", window.reshape(b, h, w, groups, per_group), taps)
+    return mixed.reshape(b, h, w, c_out)
+
+
+def _window(x: jax.Array, kernel_shape: tuple[int, ...], i: int, j: int) -> jax.Array:
+    """The input pixels that kernel tap ``(i, j)`` meets in a ``VALID`` correlation."""
+    h_out, w_out = x.shape[1] - kernel_shape[0] + 1, x.shape[2] - kernel_shape[1] + 1
+    return x[:, i : i + h_out, j : j + w_out, :]
+
+
 def _shifted_sum(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Array:
     kh, kw, per_group, c_out = kernel.shape
-    b, h, w, _ = x.shape
-    h_out, w_out = h - kh + 1, w - kw + 1
-    out_per_group = c_out // groups
-    out = jnp.zeros((b, h_out, w_out, c_out), jnp.result_type(x, kernel))
+    depthwise = per_group == 1 and c_out == groups
+    out = None
     for i in range(kh):
         for j in range(kw):
-            window = x[:, i : i + h_out, j : j + w_out, :]
-            if per_group == 1 and out_per_group == 1:  # depthwise
-                out = out + window * kernel[i, j, 0]
-                continue
-            taps = kernel[i, j].reshape(per_group, groups, out_per_group).transpose(1, 0, 2)
-            mixed = jnp.einsum("bhwgi,gio->bhwgo", window.reshape(b, h_out, w_out, groups, per_group), taps)
-            out = out + mixed.reshape(b, h_out, w_out, c_out)
+            window = _window(x, kernel.shape, i, j)
+            if out is not None and not depthwise:
+                # A depthwise sum is one fused loop; the grouped taps are matrix products, whose
+                # operands XLA:CPU copies out, all at once unless each waits for the running sum.
+                window = after(window, out)
+            share = _tap(window, kernel[i, j], groups)
+            out = share if out is None else out + share
     return out
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def shifted_sum_conv(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Array:
-    """The CPU form: a ``VALID`` grouped cross-correlation as a sum of ``kh * kw`` shifted copies.
+def _zero_pad(x: jax.Array, pad: tuple[int, int]) -> jax.Array:
+    return jnp.pad(x, ((0, 0), (pad[0], pad[0]), (pad[1], pad[1]), (0, 0)))
 
-    Its reverse pass keeps only ``x`` and ``kernel`` and recomputes the shifted copies once the
-    output's cotangent exists: differentiated as written it would keep every copy (``kh * kw``
-    activations per layer) from the forward to the backward pass.
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def shifted_sum_conv(x: jax.Array, kernel: jax.Array, groups: int, pad: tuple[int, int]) -> jax.Array:
+    """The CPU form: a grouped cross-correlation as a sum of ``kh * kw`` shifted copies.
+
+    ``x`` is zero-padded by ``pad = (rows, columns)`` on each side first (``(0, 0)``: ``VALID``).
+    Its reverse pass keeps only the unpadded ``x`` and ``kernel`` and recomputes the shifted
+    copies once the output's cotangent exists, one at a time: differentiated as written it would
+    keep every copy (``kh * kw`` activations per layer) from the forward to the backward pass.
     """
-    return _shifted_sum(x, kernel, groups)
+    return _shifted_sum(_zero_pad(x, pad), kernel, groups)
 
 
-def _shifted_sum_fwd(x, kernel, groups):
-    return _shifted_sum(x, kernel, groups), (x, kernel)
+def _shifted_sum_fwd(x, kernel, groups, pad):
+    # not `shifted_sum_conv`: a JVP of this rule (forward-over-reverse) must not meet the custom VJP
+    return _shifted_sum(_zero_pad(x, pad), kernel, groups), (x, kernel)
 
 
-def _shifted_sum_bwd(groups, residuals, cotangent):
+def _shifted_sum_bwd(groups, pad, residuals, cotangent):
     # Without the ordering XLA may recompute the copies during the forward pass (bilevel.schedule).
     x, kernel = after(residuals, cotangent)
-    return jax.vjp(lambda x, k: _shifted_sum(x, k, groups), x, kernel)[1](cotangent)
+    x = _zero_pad(x, pad)
+    kh, kw, per_group, c_out = kernel.shape
+    # The input's gradient is a correlation too (the cotangent, padded, with the flipped kernel
+    # whose per-group in/out roles are swapped), so it is one fused shifted sum; XLA:CPU's own
+    # transpose of the shifted sum kept kh * kw padded partial sums.
+    transposed = (
+        jnp.flip(kernel, (0, 1))
+        .reshape(kh, kw, per_group, groups, c_out // groups)
+        .transpose(0, 1, 4, 3, 2)
+        .reshape(kh, kw, c_out // groups, groups * per_group)
+    )
+    # padded to give the cotangent of the unpadded input directly
+    x_cotangent = _shifted_sum(_zero_pad(cotangent, (kh - 1 - pad[0], kw - 1 - pad[1])), transposed, groups)
+    # Each tap's kernel gradient reduces one shifted copy against the cotangent. XLA:CPU's
+    # reductions do not fuse the copy in, and nothing orders the taps, so all kh * kw copies were
+    # live at once; chaining each copy after the previous tap's gradient keeps one at a time.
+    tap_cotangents, previous = [], cotangent
+    for i in range(kh):
+        for j in range(kw):
+            window = after(_window(x, kernel.shape, i, j), previous)
+            (previous,) = jax.vjp(lambda tap, window=window: _tap(window, tap, groups), kernel[i, j])[1](
+                cotangent
+            )
+            tap_cotangents.append(previous)
+    return x_cotangent, jnp.stack(tap_cotangents).reshape(kernel.shape)
 
 
 shifted_sum_conv.defvjp(_shifted_sum_fwd, _shifted_sum_bwd)
 
 
-def native_conv(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Array:
-    """The GPU / TPU form: XLA's grouped convolution, ``VALID``."""
+def native_conv(x: jax.Array, kernel: jax.Array, groups: int, pad: tuple[int, int]) -> jax.Array:
+    """The GPU / TPU form: XLA's grouped convolution, zero-padded by ``pad`` as :func:`shifted_sum_conv`."""
     return jax.lax.conv_general_dilated(
-        x, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups
+        x,
+        kernel,
+        (1, 1),
+        ((pad[0], pad[0]), (pad[1], pad[1])),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=groups,
     )
 
 
@@ -97,15 +151,14 @@ def grouped_conv(x: jax.Array, kernel: jax.Array, groups: int, padding: str = "S
         raise ValueError(
             f"kernel {kernel.shape} does not fit {x.shape[-1]} input channels in {groups} groups"
         )
-    if padding == "SAME":
-        x = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
-    elif padding != "VALID":
+    if padding not in ("SAME", "VALID"):
         raise ValueError(f"padding must be 'SAME' or 'VALID', got {padding!r}")
+    pad = (kh // 2, kw // 2) if padding == "SAME" else (0, 0)
     return jax.lax.platform_dependent(
         x,
         kernel,
-        cpu=lambda x, k: shifted_sum_conv(x, k, groups),
-        default=lambda x, k: native_conv(x, k, groups),
+        cpu=lambda x, k: shifted_sum_conv(x, k, groups, pad),
+        default=lambda x, k: native_conv(x, k, groups, pad),
     )
 
 

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fuse4seg_jax.models.grouped_conv import GroupedConv
+from fuse4seg_jax.models.pointwise import PointwiseConv
 from fuse4seg_jax.models.remat import apply_block
 
 
@@ -26,6 +27,7 @@ class InvertedBottleneck(nnx.Module):
 
     No bias, no normalisation and no inner residual (a residual here made gradients explode for
     users of the reference code).
+    Its activations are recomputed in the backward pass, which keeps only its input.
 
     Arguments:
         channels: input and output channels ``c``.
@@ -37,15 +39,22 @@ class InvertedBottleneck(nnx.Module):
 
     def __init__(self, channels: int, *, expansion: int = 2, rngs: nnx.Rngs):
         hidden = channels * expansion
-        self.expand = nnx.Conv(channels, hidden, (1, 1), use_bias=False, rngs=rngs)
+        self.expand = PointwiseConv(channels, hidden, use_bias=False, rngs=rngs)
         self.depthwise = GroupedConv(
             hidden, hidden, (3, 3), groups=hidden, padding="VALID", use_bias=False, rngs=rngs
         )
-        self.project = nnx.Conv(hidden, channels, (1, 1), use_bias=False, rngs=rngs)
+        self.project = PointwiseConv(hidden, channels, use_bias=False, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = jax.nn.relu6(self.expand(x))
-        x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+        # Always rematerialised: its input is half as wide as its hidden map, and otherwise
+        # XLA:CPU keeps the reflection pad's pieces to rebuild the projection's input in the
+        # backward pass (a coupling layer: 22 activations of its input stored, 3 rematerialised;
+        # docs/conventions.md#memory). The price is the bottleneck's forward pass once more.
+        return apply_block(self, x, remat=True, method="bottleneck")
+
+    def bottleneck(self, x: jax.Array) -> jax.Array:
+        """The bottleneck's computation, ``(B, H, W, c) -> (B, H, W, c)``."""
+        x = jnp.pad(jax.nn.relu6(self.expand(x)), ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
         return self.project(jax.nn.relu6(self.depthwise(x)))
 
 
@@ -54,20 +63,17 @@ class AffineCoupling(nnx.Module):
 
     Arguments:
         dim: total channels ``C`` (even); each half has ``C/2``.
-        remat: recompute each bottleneck's activations in the backward pass instead of storing
-            them (``fuse4seg_jax.models.remat``).
         rngs: parameter initialisation.
     """
 
-    def __init__(self, dim: int, *, remat: bool = False, rngs: nnx.Rngs):
+    def __init__(self, dim: int, *, rngs: nnx.Rngs):
         if dim % 2:
             raise ValueError(f"the coupling splits channels in halves; dim {dim} is odd")
         half = dim // 2
-        self.remat = remat
         # Orthogonal start (condition number 1): a default random 64 x 64 kernel has a condition
         # number around 10^3, which alone costs three digits of the inverse in float32.
-        self.mix = nnx.Conv(
-            dim, dim, (1, 1), use_bias=True, kernel_init=nnx.initializers.orthogonal(), rngs=rngs
+        self.mix = PointwiseConv(
+            dim, dim, use_bias=True, kernel_init=nnx.initializers.orthogonal(), rngs=rngs
         )
         self.phi = InvertedBottleneck(half, rngs=rngs)
         self.rho = InvertedBottleneck(half, rngs=rngs)
@@ -75,10 +81,8 @@ class AffineCoupling(nnx.Module):
 
     def __call__(self, z1: jax.Array, z2: jax.Array) -> tuple[jax.Array, jax.Array]:
         z1, z2 = jnp.split(self.mix(jnp.concatenate([z1, z2], axis=-1)), 2, axis=-1)
-        z2 = z2 + apply_block(self.phi, z1, remat=self.remat)
-        z1 = z1 * jnp.exp(apply_block(self.rho, z2, remat=self.remat)) + apply_block(
-            self.eta, z2, remat=self.remat
-        )
+        z2 = z2 + self.phi(z1)
+        z1 = z1 * jnp.exp(self.rho(z2)) + self.eta(z2)
         return z1, z2
 
     def inverse(self, z1: jax.Array, z2: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -124,16 +128,15 @@ class CouplingStack(nnx.Module):
         haar: squeeze with :func:`haar_squeeze` before the couplings (which then work on ``4C``
             channels at half resolution) and unsqueeze after, as Fuse4Seg's section 3.3.1
             describes; CDDFuse's code has no squeeze (the default).
-        remat: recompute activations in the backward pass (see :class:`AffineCoupling`).
         rngs: parameter initialisation.
 
     Call: ``x: (B, H, W, C) -> (B, H, W, C)``; needs ``H, W >= 2`` (even and ``>= 4`` with ``haar``).
     """
 
-    def __init__(self, dim: int, layers: int, *, haar: bool = False, remat: bool = False, rngs: nnx.Rngs):
+    def __init__(self, dim: int, layers: int, *, haar: bool = False, rngs: nnx.Rngs):
         self.haar = haar
         width = 4 * dim if haar else dim
-        self.layers = nnx.List([AffineCoupling(width, remat=remat, rngs=rngs) for _ in range(layers)])
+        self.layers = nnx.List([AffineCoupling(width, rngs=rngs) for _ in range(layers)])
 
     def __call__(self, x: jax.Array) -> jax.Array:
         z1, z2 = jnp.split(haar_squeeze(x) if self.haar else x, 2, axis=-1)

@@ -13,19 +13,24 @@ Public API:
 - :class:`GDFN` ``(dim, hidden, *, channels_per_group=1, bias=False, rngs)``.
 - :class:`RestormerBlock` ``(dim, heads, *, expansion=2.0, bias=False, rngs, remat=False)``.
 - :func:`base_block` ``(dim, heads, *, remat=False, rngs) -> RestormerBlock``: the low-frequency variant.
+- :func:`layer_norm`, :func:`transposed_attention`, :func:`gated_gelu`: the element-wise pieces,
+  each checkpointed by its module (recomputed in the backward pass; ``docs/conventions.md#memory``).
 
 Every module maps ``(B, H, W, dim) -> (B, H, W, dim)`` and accepts any ``H, W >= 1``.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from bilevel import schedule
 from fuse4seg_jax.models.grouped_conv import GroupedConv
+from fuse4seg_jax.models.pointwise import PointwiseConv
 from fuse4seg_jax.models.remat import apply_block
 
 # torch.nn.functional.normalize's floor on the norm, so all-zero rows normalise to zero, not NaN.
@@ -49,14 +54,46 @@ class ChannelLayerNorm(nnx.Module):
         self.bias = nnx.Param(jnp.zeros((dim,), jnp.float32))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        mean = jnp.mean(x, axis=-1, keepdims=True)
-        var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
-        return (x - mean) * jax.lax.rsqrt(var + self.eps) * self.scale[...] + self.bias[...]
+        # checkpointed: the backward pass keeps x only, not its centred and normalised copies
+        norm = schedule.checkpoint(functools.partial(layer_norm, eps=self.eps))
+        return norm(x, self.scale[...], self.bias[...])
+
+
+def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, *, eps: float) -> jax.Array:
+    """LayerNorm over the last axis of ``x: (..., C)`` with ``scale, bias: (C,)``; biased variance."""
+    mean = jnp.mean(x, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+    return (x - mean) * jax.lax.rsqrt(var + eps) * scale + bias
 
 
 def _l2_normalise(x: jax.Array, axis: int) -> jax.Array:
     norm = jnp.sqrt(jnp.sum(jnp.square(x), axis=axis, keepdims=True))
     return x / jnp.maximum(norm, _L2_EPS)
+
+
+def transposed_attention(qkv: jax.Array, temperature: jax.Array, *, heads: int) -> jax.Array:
+    """MDTA's attention between channels: ``softmax(q k^T * t) v`` per head.
+
+    Arguments:
+        qkv: ``(B, H, W, 3C)``, ``q, k, v`` concatenated; q and k are L2-normalised along the
+            ``H*W`` pixels of each of their ``C/heads`` channels per head.
+        temperature: ``(heads,)``, multiplies each head's ``(C/heads, C/heads)`` logits.
+        heads: number of heads; divides ``C``.
+
+    Returns:
+        ``(B, H, W, C)``.
+    """
+    b, h, w, c3 = qkv.shape
+    c = c3 // 3
+
+    def heads_first(t: jax.Array) -> jax.Array:  # (B, H, W, C) -> (B, heads, C/heads, H*W)
+        return t.reshape(b, h * w, heads, c // heads).transpose(0, 2, 3, 1)
+
+    q, k, v = (heads_first(t) for t in jnp.split(qkv, 3, axis=-1))
+    q, k = _l2_normalise(q, -1), _l2_normalise(k, -1)
+    logits = jnp.einsum("bhcn,bhdn->bhcd", q, k) * temperature[:, None, None]
+    out = jnp.einsum("bhcd,bhdn->bhcn", jax.nn.softmax(logits, axis=-1), v)
+    return out.transpose(0, 3, 1, 2).reshape(b, h, w, c)
 
 
 class MDTA(nnx.Module):
@@ -92,27 +129,27 @@ class MDTA(nnx.Module):
         if qkv_mixing not in ("depthwise", "full"):
             raise ValueError(f"qkv_mixing must be 'depthwise' or 'full', got {qkv_mixing!r}")
         self.heads = heads
-        self.qkv = nnx.Conv(dim, 3 * dim, (1, 1), use_bias=bias, rngs=rngs)
+        self.qkv = PointwiseConv(dim, 3 * dim, use_bias=bias, rngs=rngs)
         self.qkv_mix = (
             GroupedConv(3 * dim, 3 * dim, (3, 3), groups=3 * dim, use_bias=bias, rngs=rngs)
             if qkv_mixing == "depthwise"
             else nnx.Conv(3 * dim, 3 * dim, (3, 3), use_bias=bias, rngs=rngs)
         )
         self.temperature = nnx.Param(jnp.ones((heads,), jnp.float32))
-        self.project_out = nnx.Conv(dim, dim, (1, 1), use_bias=bias, rngs=rngs)
+        self.project_out = PointwiseConv(dim, dim, use_bias=bias, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        b, h, w, c = x.shape
-        q, k, v = jnp.split(self.qkv_mix(self.qkv(x)), 3, axis=-1)
+        attend = functools.partial(transposed_attention, heads=self.heads)
+        # checkpointed: the backward pass keeps the mixed q, k, v only, not their head-major
+        # copies and normalised versions (docs/conventions.md#memory)
+        out = schedule.checkpoint(attend)(self.qkv_mix(self.qkv(x)), self.temperature[...])
+        return self.project_out(out)
 
-        def heads_first(t: jax.Array) -> jax.Array:  # (B, H, W, C) -> (B, heads, C/heads, H*W)
-            return t.reshape(b, h * w, self.heads, c // self.heads).transpose(0, 2, 3, 1)
 
-        q, k = _l2_normalise(heads_first(q), -1), _l2_normalise(heads_first(k), -1)
-        v = heads_first(v)
-        logits = jnp.einsum("bhcn,bhdn->bhcd", q, k) * self.temperature[...][:, None, None]
-        out = jnp.einsum("bhcd,bhdn->bhcn", jax.nn.softmax(logits, axis=-1), v)
-        return self.project_out(out.transpose(0, 3, 1, 2).reshape(b, h, w, c))
+def gated_gelu(x: jax.Array) -> jax.Array:
+    """``GELU(a) * b`` for the two channel halves ``a, b`` of ``x: (..., 2n) -> (..., n)``; exact GELU."""
+    a, b = jnp.split(x, 2, axis=-1)
+    return jax.nn.gelu(a, approximate=False) * b
 
 
 class GDFN(nnx.Module):
@@ -138,7 +175,7 @@ class GDFN(nnx.Module):
         bias: bool = False,
         rngs: nnx.Rngs,
     ):
-        self.project_in = nnx.Conv(dim, 2 * hidden, (1, 1), use_bias=bias, rngs=rngs)
+        self.project_in = PointwiseConv(dim, 2 * hidden, use_bias=bias, rngs=rngs)
         self.mix = GroupedConv(
             2 * hidden,
             2 * hidden,
@@ -147,11 +184,11 @@ class GDFN(nnx.Module):
             use_bias=bias,
             rngs=rngs,
         )
-        self.project_out = nnx.Conv(hidden, dim, (1, 1), use_bias=bias, rngs=rngs)
+        self.project_out = PointwiseConv(hidden, dim, use_bias=bias, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        a, b = jnp.split(self.mix(self.project_in(x)), 2, axis=-1)
-        return self.project_out(jax.nn.gelu(a, approximate=False) * b)
+        # checkpointed: the backward pass keeps the gate's input only, not GELU's intermediates
+        return self.project_out(schedule.checkpoint(gated_gelu)(self.mix(self.project_in(x))))
 
 
 class RestormerBlock(nnx.Module):

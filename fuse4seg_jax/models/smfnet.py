@@ -54,7 +54,9 @@ from fuse4seg_jax.models.frequency_decoupled import (
 from fuse4seg_jax.models.graph_reasoning import GraphReasoning
 from fuse4seg_jax.models.grouped_conv import GroupedConv
 from fuse4seg_jax.models.inn import CouplingStack
+from fuse4seg_jax.models.pointwise import PointwiseConv, PointwiseLinear
 from fuse4seg_jax.models.registry import register
+from fuse4seg_jax.models.remat import apply_block
 from fuse4seg_jax.models.restormer import MDTA, RestormerBlock, _l2_normalise
 
 
@@ -70,14 +72,17 @@ class LeFF(nnx.Module):
     """
 
     def __init__(self, dim: int, hidden: int, *, rngs: nnx.Rngs):
-        self.project_in = nnx.Linear(dim, hidden, rngs=rngs)
+        self.project_in = PointwiseLinear(dim, hidden, rngs=rngs)
         self.depthwise = GroupedConv(hidden, hidden, (3, 3), groups=hidden, rngs=rngs)
-        self.project_out = nnx.Linear(hidden, dim, rngs=rngs)
+        self.project_out = PointwiseLinear(hidden, dim, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = jax.nn.gelu(self.project_in(x), approximate=False)
-        x = jax.nn.gelu(self.depthwise(x), approximate=False)
-        return self.project_out(x)
+        # rematerialised: the backward pass keeps the hidden input only, not GELU's intermediates
+        return self.project_out(apply_block(self, self.project_in(x), remat=True, method="local_mix"))
+
+    def local_mix(self, x: jax.Array) -> jax.Array:
+        """GELU, depthwise 3x3, GELU on the hidden ``(B, H, W, hidden)`` map."""
+        return jax.nn.gelu(self.depthwise(jax.nn.gelu(x, approximate=False)), approximate=False)
 
 
 def transformer_block(dim: int, heads: int, expansion: float, *, rngs: nnx.Rngs) -> RestormerBlock:
@@ -158,7 +163,7 @@ class Decoder(nnx.Module):
     """
 
     def __init__(self, dim: int, heads: int, blocks: int, expansion: float, *, rngs: nnx.Rngs):
-        self.reduce = nnx.Conv(3 * dim, dim, (1, 1), use_bias=False, rngs=rngs)
+        self.reduce = PointwiseConv(3 * dim, dim, use_bias=False, rngs=rngs)
         self.blocks = nnx.List([transformer_block(dim, heads, expansion, rngs=rngs) for _ in range(blocks)])
         self.head = nnx.Conv(dim, dim // 2, (3, 3), use_bias=False, rngs=rngs)
         self.out = nnx.Conv(dim // 2, 1, (3, 3), use_bias=False, rngs=rngs)
