@@ -43,7 +43,7 @@ def _gelu(x: jax.Array) -> jax.Array:
     return jax.nn.gelu(x, approximate=False)
 
 
-def _fan_in_bias(fan_in: int):
+def fan_in_bias(fan_in: int):
     """PyTorch's default conv bias initialiser, U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 
     Skull-stripped MRI is exactly zero outside the brain, where a conv's output is its bias. With
@@ -106,7 +106,7 @@ class ConvNeXtBlock(nnx.Module):
             dim,
             (kernel_size, kernel_size),
             groups=dim,
-            bias_init=_fan_in_bias(kernel_size**2),
+            bias_init=fan_in_bias(kernel_size**2),
             rngs=rngs,
         )
         self.norm = nnx.LayerNorm(dim, epsilon=_LN_EPS, rngs=rngs)
@@ -279,7 +279,7 @@ class ConvNeXtUNet(nnx.Module):
         self.remat = remat
         self.divisor = 2 ** (len(widths) - 1)
         self.stem = nnx.Conv(
-            in_channels, widths[0], (3, 3), padding="SAME", bias_init=_fan_in_bias(9 * in_channels), rngs=rngs
+            in_channels, widths[0], (3, 3), padding="SAME", bias_init=fan_in_bias(9 * in_channels), rngs=rngs
         )
         self.stem_norm = nnx.LayerNorm(widths[0], epsilon=_LN_EPS, rngs=rngs)
         self.encoder = nnx.List(

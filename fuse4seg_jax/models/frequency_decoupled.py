@@ -2,9 +2,10 @@
 
 One encoder, shared by every modality, splits each image into low-frequency ("base") features
 (a Restormer-shaped block with full 3x3 attention mixing) and high-frequency ("detail") features
-(an invertible affine coupling). The fusion units add the N modalities' features and refine the
-sums (``H_low``: one base block; ``H_high``: one coupling layer), and the decoder turns
-``concat(low, high)`` into one image, min-max normalised per image (Fuse4Seg eq. 6).
+(an invertible affine coupling). The fusion units (Fuse4Seg eq. 6) add the N modalities'
+features and refine the sums (``H_low``: one base block; ``H_high``: one coupling layer), and the
+decoder turns ``concat(low, high)`` into one image, min-max normalised per image (the text after
+Fuse4Seg eq. 6).
 Sizes: the paper preset is CDDFuse's (Fuse4Seg's leader), see
 ``docs/conventions.md#architectures``. Like CDDFuse's code, no convolution has a bias except the
 couplings' 1x1 mixing conv. Unlike CDDFuse's phase II, the decoder adds no source image to its

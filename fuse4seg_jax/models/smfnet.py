@@ -44,7 +44,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fuse4seg_jax.errors import ConfigError
-from fuse4seg_jax.models.convnext_unet import _fan_in_bias
+from fuse4seg_jax.models.convnext_unet import fan_in_bias
 from fuse4seg_jax.models.frequency_decoupled import (
     check_images,
     check_sizes,
@@ -240,7 +240,7 @@ class SMFNet(nnx.Module):
         if len(factors) < 2 or len(set(factors)) != len(factors) or min(factors) < 1:
             raise ConfigError(f"graph_factors must be at least two distinct integers >= 1, got {factors}")
         self.num_modalities = num_modalities
-        self.embed = nnx.Conv(1, dim, (3, 3), bias_init=_fan_in_bias(9), rngs=rngs)
+        self.embed = nnx.Conv(1, dim, (3, 3), bias_init=fan_in_bias(9), rngs=rngs)
         self.shallow = nnx.List(
             [transformer_block(dim, heads, expansion, rngs=rngs) for _ in range(shallow_blocks)]
         )
