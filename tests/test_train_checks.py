@@ -44,6 +44,7 @@ def test_the_shipped_configs_pass():
         ("model.fusion=fused", "model.fusion = 'fused'; expected one of caf_dense, "),
         ("model.fusion_sizes.frequency_decoupled.heads=3", "model.fusion_sizes.frequency_decoupled: "),
         ("bilevel.solver=newton", "bilevel.solver = 'newton'; expected one of first_order, "),
+        ("bilevel.solver=unrolled_forward", "bilevel.solver: unrolled_forward differentiates the inner"),
         ("loss.weights.grad=-1.0", "loss.weights.grad = -1.0; expected a finite number >= 0"),
         ("bilevel.monitor.every=-1", "bilevel.monitor.every = -1; expected an integer >= 0"),
         ("bilevel.monitor.lanczos=0", "bilevel.monitor.lanczos = 0; expected an integer >= 1"),
@@ -64,7 +65,11 @@ def test_a_bad_value_names_its_key_and_no_run_is_written(override, message, tmp_
 
 @pytest.mark.parametrize(
     ("reference", "message"),
-    [("unrolledd", "unknown solver 'unrolledd'"), ("unrolled,first_order", "names 2 solvers")],
+    [
+        ("unrolledd", "unknown solver 'unrolledd'"),
+        ("unrolled,first_order", "names 2 solvers"),
+        ("unrolled_forward", "unrolled_forward differentiates the inner loop in forward mode"),
+    ],
 )
 def test_a_bad_monitor_reference_names_its_key(reference, message):
     config = load_config("configs/demo.py", [ONE_DEVICE, "--config.bilevel.monitor.every=5"])

@@ -17,6 +17,7 @@ from typing import Any
 import ml_collections
 from flax import nnx
 
+import bilevel
 from fuse4seg_jax import losses, models
 from fuse4seg_jax.data.splits import check_fractions
 from fuse4seg_jax.data.synthetic_pairs import KINDS as SYNTHETIC_KINDS
@@ -123,10 +124,23 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         )
     for family in families:
         _check_sizes(config, family)
-    solver_from_config(config)
+    _refuse_forward_mode("bilevel.solver", solver_from_config(config), config)
     stage_one_from_config(config)
     if config.bilevel.monitor.every > 0:
-        monitor_reference(config)
+        _refuse_forward_mode("bilevel.monitor.reference", monitor_reference(config), config)
+
+
+def _refuse_forward_mode(key: str, solver: bilevel.Solver, config: ml_collections.ConfigDict) -> None:
+    # The models' memory-lean layers are custom reverse rules (docs/conventions.md#memory), which
+    # JAX cannot push a forward-mode tangent through. Only the CAF search's inner loop runs on a
+    # network built of plain layers alone (CAF's dense fusion net; its task network is outside).
+    plain = "search" in config and config.model.fusion == "caf_dense"
+    if isinstance(solver, bilevel.UnrolledForward) and not plain:
+        raise ConfigError(
+            f"config key {key}: unrolled_forward differentiates the inner loop in forward mode, "
+            "which the models' memory-lean layers (custom reverse rules) do not support; "
+            "unrolled computes the same derivative in reverse mode"
+        )
 
 
 def require_segmentation_data(config: ml_collections.ConfigDict, verb: str) -> None:
