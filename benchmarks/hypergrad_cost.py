@@ -13,7 +13,8 @@ formulation, plain ``jax.grad`` through the K steps (reverse-over-reverse), for 
 library's unrolled solver (forward-over-reverse step VJPs). "one HVP" is one Hessian-vector product
 of the inner loss at the initial point (``bilevel.curvature.hvp``), timed in the same rounds, so
 an implicit solver's cost can be read against first-order + its HVPs. A second table gives the
-unrolled solver's peak memory at K = 1, 5, 20 with and without rematerialisation.
+unrolled solver's peak memory at K = 1, 5, 20 with and without rematerialisation and stored
+linearisations.
 
 Usage (repository root): ``python -m benchmarks.hypergrad_cost [--rounds 5]``.
 """
@@ -158,6 +159,7 @@ def main() -> None:
         "first_order": bilevel.make_solver("first_order"),
         "unrolled": bilevel.make_solver("unrolled"),
         "unrolled (remat)": bilevel.make_solver("unrolled", remat=True),
+        "unrolled (stored linearisation)": bilevel.make_solver("unrolled", store_linearization=True),
         "unrolled (jax.grad)": None,
         "implicit_cg (10 it.)": bilevel.make_solver("implicit_cg", max_iter=10),
         "implicit_neumann (10 it.)": bilevel.make_solver("implicit_neumann", max_iter=10),
@@ -179,14 +181,15 @@ def main() -> None:
         name: compile_step(s, states[name], inner_batches, outer_batch) for name, s in solvers.items()
     }
     last_batch = inner_loop.batch_at(inner_batches, -1)
-    hvp = jax.jit(lambda u: curvature.hvp(lambda i, o: inner_loss(i, o, last_batch), follower, leader, u))
+    # The point is passed as arguments: closed over, XLA would fold the gradient into a constant.
+    hvp = jax.jit(lambda u, i, o, batch: curvature.hvp(lambda i, o: inner_loss(i, o, batch), i, o, u))
     median = time_interleaved(
         {
             **{
                 name: (lambda fn=fn, state=states[name]: fn(state, inner_batches, outer_batch))
                 for name, fn in compiled.items()
             },
-            "one HVP": lambda: hvp(follower),
+            "one HVP": lambda: hvp(follower, follower, leader, last_batch),
         },
         rounds=args.rounds,
     )
@@ -210,14 +213,20 @@ def main() -> None:
     )
 
     print("\nunrolled solver, compiled peak memory (MiB)")
-    print(f"{'K':>4s} {'no remat':>10s} {'remat':>10s}")
+    variants = {
+        "no remat": {},
+        "remat": {"remat": True},
+        "stored lin.": {"store_linearization": True},
+        "remat + stored": {"remat": True, "store_linearization": True},
+    }
+    print(f"{'K':>4s} " + " ".join(f"{name:>15s}" for name in variants))
     for k in (1, 5, 20):
         batches = make_batch(jax.random.key(3), (k,))
         row = [
-            peak_mib(compile_step(bilevel.Unrolled(remat=remat), states["unrolled"], batches, outer_batch))
-            for remat in (False, True)
+            peak_mib(compile_step(bilevel.Unrolled(**options), states["unrolled"], batches, outer_batch))
+            for options in variants.values()
         ]
-        print(f"{k:4d} {row[0]:10.2f} {row[1]:10.2f}")
+        print(f"{k:4d} " + " ".join(f"{value:15.2f}" for value in row))
 
 
 if __name__ == "__main__":

@@ -41,7 +41,11 @@ def gradient_products(
 
 
 def differentiable_step(
-    problem: Problem, inner_opt: optax.GradientTransformation, damping: float = 0.0
+    problem: Problem,
+    inner_opt: optax.GradientTransformation,
+    damping: float = 0.0,
+    *,
+    store_linearization: bool = False,
 ) -> inner_loop.Step:
     """The inner step with a reverse-mode rule built from forward-over-reverse products.
 
@@ -49,6 +53,9 @@ def differentiable_step(
         problem: whose ``inner_loss`` the step descends.
         inner_opt: the inner optimiser.
         damping: added to ``H`` in the reverse rule only (>= 0).
+        store_linearization: keep the step's linearisation from the forward pass
+            (:func:`bilevel.inner_loop.descend`) instead of recomputing the step's gradient in the
+            reverse rule: one gradient's work less per step, one step's activations more kept.
 
     Returns:
         A step ``(inner, opt_state, outer, batch) -> (inner, opt_state, StepInfo)``.
@@ -58,7 +65,8 @@ def differentiable_step(
     adds ``damping * I`` to ``H`` in the VJP only, which is the step map of the inner loss plus the
     proximal term ``damping / 2 * ||inner - inner_t||^2`` (used by the damped fixed-point solve).
     Residuals per step are the step's inputs and gradient; activations are recomputed in the
-    backward pass. The ``StepInfo`` outputs carry no gradient.
+    backward pass (or, with ``store_linearization``, kept from the forward pass). The
+    ``StepInfo`` outputs carry no gradient.
     """
     plain = inner_loop.plain_step(problem, inner_opt)
 
@@ -67,26 +75,30 @@ def differentiable_step(
         return plain(inner, opt_state, outer, batch)
 
     def step_fwd(inner, opt_state, outer, batch):
-        new_inner, new_state, info, grad = inner_loop.descend(
-            problem, inner_opt, inner, opt_state, outer, batch
+        new_inner, new_state, info, used = inner_loop.descend(
+            problem, inner_opt, inner, opt_state, outer, batch, linearize=store_linearization
         )
-        return (new_inner, new_state, info), (inner, opt_state, outer, batch, grad)
+        return (new_inner, new_state, info), (inner, opt_state, outer, batch, used)
 
     def step_bwd(residuals, cotangents):
-        inner, opt_state, outer, batch, grad = residuals
+        inner, opt_state, outer, batch, used = residuals
+        grad, products = used if store_linearization else (used, None)
         ct_inner, ct_state, _ = cotangents
         _, optimizer_vjp = jax.vjp(
             lambda g, s, p: inner_loop.apply_optimizer(inner_opt, g, s, p), grad, opt_state, inner
         )
         ct_grad, ct_opt_state, ct_params = optimizer_vjp((ct_inner, ct_state))
-        # Recompute only once the cotangent exists: otherwise XLA may run every step's
-        # recomputation during the forward sweep and keep all of them (bilevel.schedule).
-        inner, outer, batch = schedule.after((inner, outer, batch), ct_grad)
+        if store_linearization:
+            hu, mu = products(ct_grad)
+        else:
+            # Recompute only once the cotangent exists: otherwise XLA may run every step's
+            # recomputation during the forward sweep and keep all of them (bilevel.schedule).
+            inner, outer, batch = schedule.after((inner, outer, batch), ct_grad)
 
-        def loss(i, o):
-            return problem.inner_value(i, o, batch)[0]
+            def loss(i, o):
+                return problem.inner_value(i, o, batch)[0]
 
-        _, hu, mu = gradient_products(loss, inner, outer, ct_grad)
+            _, hu, mu = gradient_products(loss, inner, outer, ct_grad)
         ct_inner_in = tree.add(ct_params, tree.axpy(damping, ct_grad, hu))
         return ct_inner_in, ct_opt_state, mu, None
 

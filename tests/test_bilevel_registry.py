@@ -30,7 +30,12 @@ def test_implicit_names_combine_the_linear_solvers_options_with_implicits():
     )
     with pytest.raises(bilevel.SolverConfigError, match="unknown default.* warm_strat"):
         bilevel.implicit_with(bilevel.CG, warm_strat=True)
-    assert bilevel.solver_options("unrolled") == {"scan_inner": False, "truncate": None, "remat": False}
+    assert bilevel.solver_options("unrolled") == {
+        "scan_inner": False,
+        "truncate": None,
+        "remat": False,
+        "store_linearization": False,
+    }
     solver = bilevel.make_solver("implicit_neumann", step_size=0.2, max_iter=3, damping=0.5)
     assert solver == bilevel.Implicit(linear_solver=bilevel.Neumann(step_size=0.2, max_iter=3), damping=0.5)
 

@@ -1,4 +1,5 @@
-"""Unrolled hypergradients: exact K-step gradients, truncation, rematerialisation, forward mode."""
+"""Unrolled hypergradients: exact K-step gradients, truncation, rematerialisation, stored
+linearisations, forward mode."""
 
 import jax
 import jax.numpy as jnp
@@ -87,14 +88,20 @@ def test_truncated_unrolled_is_the_exact_gradient_of_the_truncated_map():
     "solver, opt_name",
     [
         (bilevel.Unrolled(remat=True), "momentum"),
+        (bilevel.Unrolled(store_linearization=True), "momentum"),
         pytest.param(bilevel.Unrolled(remat=True), "adamw", marks=pytest.mark.slow),
+        pytest.param(
+            bilevel.Unrolled(remat=True, store_linearization=True, scan_inner=True),
+            "adamw",
+            marks=pytest.mark.slow,
+        ),
         pytest.param(bilevel.Unrolled(scan_inner=True), "adamw", marks=pytest.mark.slow),
         pytest.param(bilevel.Unrolled(remat=True, scan_inner=True), "adamw", marks=pytest.mark.slow),
         (bilevel.UnrolledForward(), "momentum"),
         (bilevel.UnrolledForward(directions_per_pass=2), "momentum"),
     ],
 )
-def test_remat_scan_and_forward_mode_give_the_same_gradient(solver, opt_name):
+def test_every_unrolled_form_gives_the_same_gradient(solver, opt_name):
     inner_opt = OPTIMIZERS[opt_name]
     with jax.enable_x64(True), _promotion(inner_opt):
         cf = closed_form.logistic()
@@ -169,12 +176,14 @@ def test_unrolled_compiled_temporaries_do_not_grow_with_k():
         assert temporaries[remat, 20] <= 1.3 * temporaries[remat, 1], temporaries
 
 
-def test_remat_gives_the_same_hypergradient_on_a_conv_problem():
-    """Equal to float32 rounding: the two compiled programs fuse (and so round) differently."""
+def test_remat_and_stored_linearisation_give_the_same_hypergradient_on_a_conv_problem():
+    """Equal to float32 rounding: the compiled programs fuse (and so round) differently."""
+    solvers = (bilevel.Unrolled(), bilevel.Unrolled(remat=True), bilevel.Unrolled(store_linearization=True))
     outputs = []
-    for remat in (False, True):
-        compiled, args = _compiled_hypergradient(bilevel.Unrolled(remat=remat), 4)
+    for solver in solvers:
+        compiled, args = _compiled_hypergradient(solver, 4)
         outputs.append(compiled(*args))
-    for with_remat, without in zip(jax.tree.leaves(outputs[1]), jax.tree.leaves(outputs[0]), strict=True):
-        np.testing.assert_allclose(with_remat, without, rtol=0, atol=1e-5 * np.max(np.abs(without)))
-        assert np.all(np.isfinite(with_remat)) and np.any(with_remat != 0)
+    for other in outputs[1:]:
+        for leaf, reference in zip(jax.tree.leaves(other), jax.tree.leaves(outputs[0]), strict=True):
+            np.testing.assert_allclose(leaf, reference, rtol=0, atol=1e-5 * np.max(np.abs(reference)))
+            assert np.all(np.isfinite(leaf)) and np.any(leaf != 0)

@@ -35,6 +35,9 @@ class Unrolled(Solver):
         truncate: differentiate only the last ``truncate`` steps (> 0; the earlier ones run with
             the leader's influence cut); ``None`` or a value >= K differentiates all K.
         remat: checkpoint segments of ``ceil(sqrt(T))`` steps (recomputed in the backward pass).
+        store_linearization: keep each differentiated step's linearisation from the forward pass
+            so the backward pass does not recompute the step's gradient (about one gradient per
+            step less work; each step's activations are kept, with ``remat`` one segment's).
 
     Raises:
         SolverConfigError: ``truncate`` is not positive.
@@ -42,6 +45,7 @@ class Unrolled(Solver):
 
     truncate: int | None = None
     remat: bool = False
+    store_linearization: bool = False
 
     def __post_init__(self):
         require_positive("truncate", self.truncate, allow_none=True)
@@ -55,7 +59,9 @@ class Unrolled(Solver):
                 call, inner, state, inner_loop.batch_at(call.inner_batches, slice(0, k - t))
             )
         tail = inner_loop.batch_at(call.inner_batches, slice(k - t, k))
-        step = curvature.differentiable_step(call.problem, call.inner_opt)
+        step = curvature.differentiable_step(
+            call.problem, call.inner_opt, store_linearization=self.store_linearization
+        )
 
         def rollout(outer):
             i, s, info = self._differentiable_run(step, inner, state, outer, tail, t)
