@@ -81,9 +81,10 @@ def descend(
     # input, or XLA may compute it for all K steps at the start and keep every result.
     outer, batch = schedule.after((outer, batch), inner)
     if linearize:
+        value_and_grads = jax.value_and_grad(problem.inner_value, (0, 1), has_aux=True)
 
         def gradients(i):
-            (loss, aux), grads = jax.value_and_grad(problem.inner_value, (0, 1), has_aux=True)(i, outer, batch)
+            (loss, aux), grads = value_and_grads(i, outer, batch)
             return grads, (loss, aux)
 
         (grad, _), products, (loss, aux) = jax.linearize(gradients, inner, has_aux=True)
