@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
 
 import jax
+
+from fuse4seg_jax.cli import xla_flags_env
+
+# The benchmarks measure what the command line runs: XLA:CPU flags as `fuse4seg` sets them (read
+# when the backend starts, so before any benchmark's first computation).
+os.environ.update(xla_flags_env(os.environ))
 
 
 def time_interleaved(fns: dict[str, Callable[[], object]], rounds: int = 5) -> dict[str, float]:

@@ -68,7 +68,38 @@ def compilation_cache_env(environ: Mapping[str, str]) -> dict[str, str]:
     return {
         "JAX_COMPILATION_CACHE_DIR": path,
         "JAX_COMPILATION_CACHE_MAX_SIZE": environ.get("JAX_COMPILATION_CACHE_MAX_SIZE", str(CACHE_MAX_BYTES)),
+        # JAX's default keeps only programs that took a second to compile; creating the models
+        # compiles about 100 smaller ones (7 s per run on 2 CPU cores), which then load instead.
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0"),
     }
+
+
+YNN_OFF = "--xla_cpu_experimental_ynn_fusion_type="
+
+
+def xla_flags_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """``XLA_FLAGS`` with XLA:CPU's YNNPACK fusions off, unless the user's flags choose them.
+
+    jaxlib 0.10 hands convolutions and matrix products on CPU to YNNPACK fusions by default. On
+    the project's 2-core CPU they made the paper-size models slower (2 x 128 x 128 forward: leader
+    2.10 s against 1.11 s without them, follower 0.45 s against 0.18 s; forward+backward 8-11 %
+    slower), and XLA:CPU loads a cached program holding thousands of them in time quadratic in
+    their number (the demo's bi-level step: 28 s to load against 32 s to compile; without them
+    10 s), so the compilation cache saved little. ``docs/conventions.md#speed-on-cpu`` has the
+    measurements. XLA reads the variable when a backend starts, so it must be set before the first
+    computation. GPU and TPU programs are unaffected.
+
+    Arguments:
+        environ: the current environment.
+
+    Returns:
+        ``{"XLA_FLAGS": ...}`` with the flag appended, or empty when ``XLA_FLAGS`` already sets
+        ``xla_cpu_experimental_ynn_fusion_type``.
+    """
+    flags = environ.get("XLA_FLAGS", "")
+    if "xla_cpu_experimental_ynn_fusion_type" in flags:
+        return {}
+    return {"XLA_FLAGS": f"{flags} {YNN_OFF}".strip()}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -95,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args([a for a in argv if not a.startswith("--config.")])
     args.config_overrides = overrides
     os.environ.update(compilation_cache_env(os.environ))
+    os.environ.update(xla_flags_env(os.environ))
     try:
         if overrides and not (hasattr(args, "config") or hasattr(args, "configs")):
             raise ConfigError(f"{overrides[0]}: only verbs that take --config accept --config.* overrides")
