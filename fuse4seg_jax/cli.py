@@ -65,12 +65,13 @@ def compilation_cache_env(environ: Mapping[str, str]) -> dict[str, str]:
         return {}
     cache_home = environ.get("XDG_CACHE_HOME") or str(Path(environ.get("HOME", "~")).expanduser() / ".cache")
     path = setting or str(Path(cache_home) / "fuse4seg_jax" / "jax")
+    min_seconds = "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"
     return {
         "JAX_COMPILATION_CACHE_DIR": path,
         "JAX_COMPILATION_CACHE_MAX_SIZE": environ.get("JAX_COMPILATION_CACHE_MAX_SIZE", str(CACHE_MAX_BYTES)),
         # JAX's default keeps only programs that took a second to compile; creating the models
         # compiles about 100 smaller ones (7 s per run on 2 CPU cores), which then load instead.
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0"),
+        min_seconds: environ.get(min_seconds, "0"),
     }
 
 
