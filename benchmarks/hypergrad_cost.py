@@ -22,6 +22,7 @@ Usage (repository root): ``python -m benchmarks.hypergrad_cost [--rounds 5]``.
 from __future__ import annotations
 
 import argparse
+import os
 
 import jax
 import jax.numpy as jnp
@@ -195,7 +196,10 @@ def main() -> None:
     )
     memory = {name: peak_mib(fn) for name, fn in compiled.items()}
 
-    print(f"one outer step, K = {args.k}, {jax.devices()[0].platform}, median of {args.rounds} rounds")
+    print(
+        f"one outer step, K = {args.k}, {jax.devices()[0].platform}, median of {args.rounds} rounds, "
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
+    )
     print(f"{'solver':32s} {'ms':>9s} {'time x':>8s} {'peak MiB':>9s} {'memory x':>9s}")
     for name in solvers:
         print(

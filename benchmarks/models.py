@@ -89,7 +89,8 @@ def main() -> None:
     print(
         f"device: {jax.devices()[0].device_kind}, batch 2 x {args.size} x {args.size}, "
         f"median of {args.rounds} interleaved rounds; GiB = XLA temporaries of the compiled program; "
-        f"not timed where over {args.max_gib:.0f} GiB; matmul {peak:.0f} GFLOP/s"
+        f"not timed where over {args.max_gib:.0f} GiB; matmul {peak:.0f} GFLOP/s; "
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
     )
 
     def ms(key):

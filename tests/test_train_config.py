@@ -107,6 +107,21 @@ def test_run_directory_refuses_another_run(tmp_path):
     assert json.loads((workdir / "config.json").read_text())["loss"]["weights"]["decomp"] == 2.0
 
 
+def test_a_run_recorded_before_a_key_existed_resumes_with_its_default(tmp_path, capsys):
+    c = load_config("configs/demo.py")
+    workdir = open_run(tmp_path / "run", c, resume=False, overwrite=False)
+    recorded = json.loads((workdir / "config.json").read_text())
+    del recorded["bilevel"]["options"]["unrolled"]["store_linearization"]
+    (workdir / "config.json").write_text(json.dumps(recorded))
+    open_run(workdir, c, resume=True, overwrite=False)
+    assert "bilevel.options.unrolled.store_linearization" in capsys.readouterr().err
+    del recorded["bilevel"]["options"]["unrolled"]["remat"]
+    recorded["loss"]["weights"]["decomp"] = 2.0  # a real difference still refuses
+    (workdir / "config.json").write_text(json.dumps(recorded))
+    with pytest.raises(ConfigError, match=r"differs in loss\.weights\.decomp \("):
+        open_run(workdir, c, resume=True, overwrite=False)
+
+
 def test_metrics_log_drops_lines_after_the_restored_step(tmp_path):
     path = tmp_path / "metrics.jsonl"
     log = MetricsLog(path, restored_step=0)

@@ -108,13 +108,26 @@ def _holds_run(workdir: Path) -> bool:
     return workdir.exists() and any(p.name != LOCK for p in workdir.iterdir())
 
 
+def _has_key(config: dict, dotted: str) -> bool:
+    """Whether the nested dict ``config`` holds the dotted key ``dotted``."""
+    node = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
 def open_run(
     workdir: str | Path, config: ml_collections.ConfigDict, *, resume: bool, overwrite: bool
 ) -> Path:
     """Create or reopen ``workdir`` for ``config``.
 
     A folder that already holds a run is refused unless ``resume`` (same config required: the
-    message lists the keys that differ) or ``overwrite`` (the old run is deleted).
+    message lists the keys that differ) or ``overwrite`` (the old run is deleted). Keys the
+    recorded config lacks (added to the code since the run began, a new solver option say) are
+    not a difference: new keys keep the old behaviour at their defaults, and the resumed run
+    names them on stderr.
     """
     workdir = Path(workdir)
     recorded = workdir / "config.json"
@@ -132,8 +145,15 @@ def open_run(
         elif not recorded.exists():
             raise ConfigError(f"{workdir} is not empty and has no config.json: not a run to resume")
         else:
-            changed = diff_configs(json.loads(recorded.read_text()), json.loads(to_json(config)))
-            fixed = [k for k in changed if not k.startswith(RESUMABLE_KEYS)]
+            before = json.loads(recorded.read_text())
+            changed = diff_configs(before, json.loads(to_json(config)))
+            added = [k for k in changed if not _has_key(before, k)]
+            fixed = [k for k in changed if not k.startswith(RESUMABLE_KEYS) and k not in added]
+            if added and not fixed:
+                print(
+                    f"resuming {workdir}: keys new since it began take their defaults: {', '.join(added)}",
+                    file=sys.stderr,
+                )
             if fixed:
                 raise ConfigError(
                     f"cannot resume {workdir}: its config differs in {', '.join(fixed)} "
