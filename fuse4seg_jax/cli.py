@@ -70,7 +70,7 @@ def compilation_cache_env(environ: Mapping[str, str]) -> dict[str, str]:
         "JAX_COMPILATION_CACHE_DIR": path,
         "JAX_COMPILATION_CACHE_MAX_SIZE": environ.get("JAX_COMPILATION_CACHE_MAX_SIZE", str(CACHE_MAX_BYTES)),
         # JAX's default keeps only programs that took a second to compile; creating the models
-        # compiles about 100 smaller ones (7 s per run on 2 CPU cores), which then load instead.
+        # compiles about 140 smaller ones (7 s per run on 2 CPU cores), which then load instead.
         min_seconds: environ.get(min_seconds, "0"),
     }
 
@@ -83,7 +83,7 @@ def xla_flags_env(environ: Mapping[str, str]) -> dict[str, str]:
 
     jaxlib 0.10 hands convolutions and matrix products on CPU to YNNPACK fusions by default. On
     the project's 2-core CPU they made the paper-size models slower (2 x 128 x 128 forward: leader
-    2.10 s against 1.11 s without them, follower 0.45 s against 0.18 s; forward+backward 8-11 %
+    2.10 s against 1.11 s without them, follower 0.45 s against 0.18 s; forward+backward 8-12 %
     slower), and XLA:CPU loads a cached program holding thousands of them in time quadratic in
     their number (the demo's bi-level step: 28 s to load against 32 s to compile; without them
     10 s), so the compilation cache saved little. ``docs/conventions.md#speed-on-cpu`` has the
