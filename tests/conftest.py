@@ -9,8 +9,8 @@ from fuse4seg_jax.cli import xla_flags_env
 
 # The tests run the XLA:CPU flags the command line runs (read when the backend starts, after this
 # module is imported). With XLA:CPU's YNNPACK fusions on, the float64 study in
-# test_cli_compare_solvers gave a remat unrolled hypergradient 6 % away from the plain one
-# (docs/conventions.md#speed-on-cpu); with them off the two agree to 1e-10.
+# test_cli_compare_solvers got a plain unrolled hypergradient 6 % away from the remat one and from
+# its own value with them off (docs/conventions.md#speed-on-cpu); with them off the two agree.
 os.environ.update(xla_flags_env(os.environ))
 
 TINY_CONFIG = "configs/smoke.py"
