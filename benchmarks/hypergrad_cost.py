@@ -182,7 +182,7 @@ def main() -> None:
         name: compile_step(s, states[name], inner_batches, outer_batch) for name, s in solvers.items()
     }
     last_batch = inner_loop.batch_at(inner_batches, -1)
-    # The point is passed as arguments: closed over, XLA would fold the gradient into a constant.
+    # The point is passed as arguments: closed over, XLA can fold the gradient into a constant.
     hvp = jax.jit(lambda u, i, o, batch: curvature.hvp(lambda i, o: inner_loss(i, o, batch), i, o, u))
     median = time_interleaved(
         {

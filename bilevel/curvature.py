@@ -75,20 +75,19 @@ def differentiable_step(
         return plain(inner, opt_state, outer, batch)
 
     def step_fwd(inner, opt_state, outer, batch):
-        new_inner, new_state, info, used = inner_loop.descend(
+        new_inner, new_state, info, grad, products = inner_loop.descend(
             problem, inner_opt, inner, opt_state, outer, batch, linearize=store_linearization
         )
-        return (new_inner, new_state, info), (inner, opt_state, outer, batch, used)
+        return (new_inner, new_state, info), (inner, opt_state, outer, batch, grad, products)
 
     def step_bwd(residuals, cotangents):
-        inner, opt_state, outer, batch, used = residuals
-        grad, products = used if store_linearization else (used, None)
+        inner, opt_state, outer, batch, grad, products = residuals
         ct_inner, ct_state, _ = cotangents
         _, optimizer_vjp = jax.vjp(
             lambda g, s, p: inner_loop.apply_optimizer(inner_opt, g, s, p), grad, opt_state, inner
         )
         ct_grad, ct_opt_state, ct_params = optimizer_vjp((ct_inner, ct_state))
-        if store_linearization:
+        if products is not None:
             hu, mu = products(ct_grad)
         else:
             # Recompute only once the cotangent exists: otherwise XLA may run every step's

@@ -68,14 +68,12 @@ def descend(
     batch: PyTree,
     *,
     linearize: bool = False,
-) -> tuple[PyTree, PyTree, StepInfo, PyTree]:
+) -> tuple[PyTree, PyTree, StepInfo, PyTree, Callable[[PyTree], tuple[PyTree, PyTree]] | None]:
     """One optimiser step on ``problem.inner_loss``: new inner parameters and optimiser state,
-    the ``StepInfo``, and the inner gradient the step used.
-
-    With ``linearize`` the last item is ``(grad, products)`` instead: ``products(u) = (H u, M u)``,
-    the inner gradient's linearisation at ``inner`` along ``u`` in both parameter sets
+    the ``StepInfo``, the inner gradient the step used, and with ``linearize`` that gradient's
+    linearisation ``products(u) = (H u, M u)`` at ``inner`` along ``u`` in both parameter sets
     (``jax.linearize``: the step's activations are kept for it, so a product costs no
-    recomputation of the gradient).
+    recomputation of the gradient), else ``None``.
     """
     # The leader's part of the step needs only outer and batch: made to wait for the step's
     # input, or XLA may compute it for all K steps at the start and keep every result.
@@ -88,12 +86,11 @@ def descend(
             return grads, (loss, aux)
 
         (grad, _), products, (loss, aux) = jax.linearize(gradients, inner, has_aux=True)
-        used = (grad, products)
     else:
         (loss, aux), grad = jax.value_and_grad(problem.inner_value, has_aux=True)(inner, outer, batch)
-        used = grad
+        products = None
     new_inner, opt_state = apply_optimizer(inner_opt, grad, opt_state, inner)
-    return new_inner, opt_state, StepInfo(loss, tree.norm(grad), aux), used
+    return new_inner, opt_state, StepInfo(loss, tree.norm(grad), aux), grad, products
 
 
 def plain_step(problem: Problem, inner_opt: optax.GradientTransformation) -> Step:

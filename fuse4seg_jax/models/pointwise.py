@@ -60,13 +60,17 @@ class PointwiseConv(nnx.Conv):
         super().__init__(in_features, out_features, (1, 1), **kwargs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = pointwise(x, self.kernel[...][0, 0].astype(x.dtype))
-        return y if self.bias is None else y + self.bias[...].astype(x.dtype)
+        return _dense(x, self.kernel[...][0, 0], self.bias)
 
 
 class PointwiseLinear(nnx.Linear):
     """``nnx.Linear`` computed by :func:`pointwise`: ``(..., in_features) -> (..., out_features)``."""
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = pointwise(x, self.kernel[...].astype(x.dtype))
-        return y if self.bias is None else y + self.bias[...].astype(x.dtype)
+        return _dense(x, self.kernel[...], self.bias)
+
+
+def _dense(x: jax.Array, kernel: jax.Array, bias: nnx.Param | None) -> jax.Array:
+    """``x @ kernel (+ bias)`` in ``x``'s dtype, the product by :func:`pointwise`."""
+    y = pointwise(x, kernel.astype(x.dtype))
+    return y if bias is None else y + bias[...].astype(x.dtype)
