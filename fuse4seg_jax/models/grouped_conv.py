@@ -24,24 +24,70 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from bilevel.schedule import after
+from bilevel.schedule import after, materialize
 
 _DEFAULT_KERNEL_INIT = jax.nn.initializers.lecun_normal()
+
+
+# Groups with at most this many (input x output) channel pairs are multiplied out element-wise,
+# wider ones by a matrix product per tap.
+_ELEMENTWISE_PAIRS = 16
+
+# The longest axis XLA:CPU reduces without rewriting the sum into a windowed reduction.
+_CHUNK = 32
+
+
+def _elementwise(kernel_shape: tuple[int, ...], groups: int) -> bool:
+    per_group, c_out = kernel_shape[-2:]
+    return per_group * (c_out // groups) <= _ELEMENTWISE_PAIRS
 
 
 def _tap(window: jax.Array, tap: jax.Array, groups: int) -> jax.Array:
     """One kernel tap's share of the output.
 
     ``window: (B, H', W', C_in)`` (the pixels the tap meets), ``tap: (C_in / groups, C_out)``.
+    Narrow groups (depthwise: one pair) are element-wise products, which XLA fuses with the other
+    taps' into one loop; a matrix product per tap would copy its operands out.
     """
     per_group, c_out = tap.shape
-    if per_group == 1 and c_out == groups:  # depthwise
-        return window * tap[0]
     b, h, w, _ = window.shape
-    out_per_group = c_out // groups
-    taps = tap.reshape(per_group, groups, out_per_group).transpose(1, 0, 2)
-    mixed = jnp.einsum("bhwgi,gio->bhwgo", window.reshape(b, h, w, groups, per_group), taps)
+    grouped = window.reshape(b, h, w, groups, per_group)
+    taps = tap.reshape(per_group, groups, c_out // groups)
+    if _elementwise(tap.shape, groups):
+        mixed = sum(grouped[..., i, None] * taps[i] for i in range(per_group))
+    else:
+        mixed = jnp.einsum("bhwgi,igo->bhwgo", grouped, taps)
     return mixed.reshape(b, h, w, c_out)
+
+
+def sum_over_pixels(t: jax.Array) -> jax.Array:
+    """``t: (B, H, W, C) -> (C,)``, the sum over batch and pixels, in two reductions.
+
+    XLA:CPU turns every sum over an axis longer than 32 into a windowed reduction, which runs
+    slowly and reads its operand only after writing it out in full: a depthwise kernel's
+    gradient was 5 to 20 times slower that way (``docs/conventions.md#speed-on-cpu``). Here the
+    first reduction is over chunks of at most 32 columns and fuses with whatever computes ``t``;
+    the barrier keeps XLA from merging it with the second, over a 32 times smaller array.
+    """
+    b, h, w, c = t.shape
+    chunk = max(d for d in range(1, min(w, _CHUNK) + 1) if w % d == 0)
+    partial = jnp.sum(t.reshape(b, h, w // chunk, chunk, c), axis=3)
+    return jnp.sum(jax.lax.optimization_barrier(partial), axis=(0, 1, 2))
+
+
+def _tap_cotangent(window: jax.Array, cotangent: jax.Array, tap_shape: tuple[int, int], groups: int) -> jax.Array:
+    """The gradient of one tap, ``(C_in / groups, C_out)``, from the pixels it met and the output's cotangent."""
+    per_group, c_out = tap_shape
+    out_per_group = c_out // groups
+    b, h, w, _ = window.shape
+    grouped = window.reshape(b, h, w, groups, per_group)
+    grouped_cotangent = cotangent.reshape(b, h, w, groups, out_per_group)
+    if _elementwise(tap_shape, groups):
+        pairs = (grouped[..., :, None] * grouped_cotangent[..., None, :]).reshape(b, h, w, -1)
+        per_pair = sum_over_pixels(pairs).reshape(groups, per_group, out_per_group)
+    else:
+        per_pair = jnp.einsum("bhwgi,bhwgo->gio", grouped, grouped_cotangent)
+    return per_pair.transpose(1, 0, 2).reshape(tap_shape)
 
 
 def _window(x: jax.Array, kernel_shape: tuple[int, ...], i: int, j: int) -> jax.Array:
@@ -51,15 +97,15 @@ def _window(x: jax.Array, kernel_shape: tuple[int, ...], i: int, j: int) -> jax.
 
 
 def _shifted_sum(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Array:
-    kh, kw, per_group, c_out = kernel.shape
-    depthwise = per_group == 1 and c_out == groups
+    kh, kw = kernel.shape[:2]
+    elementwise = _elementwise(kernel.shape, groups)
     out = None
     for i in range(kh):
         for j in range(kw):
             window = _window(x, kernel.shape, i, j)
-            if out is not None and not depthwise:
-                # A depthwise sum is one fused loop; the grouped taps are matrix products, whose
-                # operands XLA:CPU copies out, all at once unless each waits for the running sum.
+            if out is not None and not elementwise:
+                # An element-wise sum is one fused loop; the matrix products' operands XLA:CPU
+                # copies out, all at once unless each waits for the running sum.
                 window = after(window, out)
             share = _tap(window, kernel[i, j], groups)
             out = share if out is None else out + share
@@ -79,12 +125,12 @@ def shifted_sum_conv(x: jax.Array, kernel: jax.Array, groups: int, pad: tuple[in
     copies once the output's cotangent exists, one at a time: differentiated as written it would
     keep every copy (``kh * kw`` activations per layer) from the forward to the backward pass.
     """
-    return _shifted_sum(_zero_pad(x, pad), kernel, groups)
+    return materialize(_shifted_sum(_zero_pad(x, pad), kernel, groups))
 
 
 def _shifted_sum_fwd(x, kernel, groups, pad):
     # not `shifted_sum_conv`: a JVP of this rule (forward-over-reverse) must not meet the custom VJP
-    return _shifted_sum(_zero_pad(x, pad), kernel, groups), (x, kernel)
+    return materialize(_shifted_sum(_zero_pad(x, pad), kernel, groups)), (x, kernel)
 
 
 def _shifted_sum_bwd(groups, pad, residuals, cotangent):
@@ -103,18 +149,14 @@ def _shifted_sum_bwd(groups, pad, residuals, cotangent):
     )
     # padded to give the cotangent of the unpadded input directly
     x_cotangent = _shifted_sum(_zero_pad(cotangent, (kh - 1 - pad[0], kw - 1 - pad[1])), transposed, groups)
-    # Each tap's kernel gradient reduces one shifted copy against the cotangent. XLA:CPU's
-    # reductions do not fuse the copy in, and nothing orders the taps, so all kh * kw copies were
-    # live at once; chaining each copy after the previous tap's gradient keeps one at a time.
-    tap_cotangents, previous = [], cotangent
-    for i in range(kh):
-        for j in range(kw):
-            window = after(_window(x, kernel.shape, i, j), previous)
-            (previous,) = jax.vjp(lambda tap, window=window: _tap(window, tap, groups), kernel[i, j])[1](
-                cotangent
-            )
-            tap_cotangents.append(previous)
-    return x_cotangent, jnp.stack(tap_cotangents).reshape(kernel.shape)
+    # Each tap's kernel gradient reduces one shifted copy against the cotangent.
+    cotangent = materialize(cotangent)
+    taps = [
+        _tap_cotangent(_window(x, kernel.shape, i, j), cotangent, kernel.shape[2:], groups)
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    return x_cotangent, jnp.stack(taps).reshape(kernel.shape)
 
 
 shifted_sum_conv.defvjp(_shifted_sum_fwd, _shifted_sum_bwd)
