@@ -75,8 +75,10 @@ def sum_over_pixels(t: jax.Array) -> jax.Array:
     return jnp.sum(jax.lax.optimization_barrier(partial), axis=(0, 1, 2))
 
 
-def _tap_cotangent(window: jax.Array, cotangent: jax.Array, tap_shape: tuple[int, int], groups: int) -> jax.Array:
-    """The gradient of one tap, ``(C_in / groups, C_out)``, from the pixels it met and the output's cotangent."""
+def _tap_cotangent(
+    window: jax.Array, cotangent: jax.Array, tap_shape: tuple[int, int], groups: int
+) -> jax.Array:
+    """One tap's gradient, ``(C_in / groups, C_out)``, from the pixels it met and the output's cotangent."""
     per_group, c_out = tap_shape
     out_per_group = c_out // groups
     b, h, w, _ = window.shape
