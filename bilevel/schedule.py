@@ -63,9 +63,9 @@ def materialize(x: jax.Array) -> jax.Array:
     each 3 x 3 depthwise convolution of the paper-size leader was recomputed inside the three
     head-major transposes of its ``q, k, v`` and inside the gradient of each of its kernel's
     taps; storing it cut the leader's forward+backward from 16.1 to 11.2 s. Here ``x`` passes
-    through a dynamic update of its first element with itself: XLA keeps that update (it cannot prove it changes nothing),
-    performs it in place where ``x`` is computed, and fuses it into no reader (seen on jaxlib
-    0.10.2), so the readers load the stored ``x``. No value changes, NaN and infinity included.
+    through a dynamic update of its first element with itself: XLA keeps that update (it cannot
+    prove it changes nothing), performs it in place where ``x`` is computed, and fuses it into no
+    reader (seen on jaxlib 0.10.2), so the readers load the stored ``x``. No value changes, NaN and infinity included.
 
     Arguments:
         x: an array of rank >= 1 with no zero-length axis.
