@@ -65,7 +65,8 @@ def materialize(x: jax.Array) -> jax.Array:
     taps; storing it cut the leader's forward+backward from 16.1 to 11.2 s. Here ``x`` passes
     through a dynamic update of its first element with itself: XLA keeps that update (it cannot
     prove it changes nothing), performs it in place where ``x`` is computed, and fuses it into no
-    reader (seen on jaxlib 0.10.2), so the readers load the stored ``x``. No value changes, NaN and infinity included.
+    reader (seen on jaxlib 0.10.2), so the readers load the stored ``x``. No value changes, NaN
+    and infinity included.
 
     Arguments:
         x: an array of rank >= 1 with no zero-length axis.
