@@ -16,7 +16,7 @@ from fuse4seg_jax.models import create, restormer, smfnet
 from fuse4seg_jax.models import pointwise as pointwise_module
 from fuse4seg_jax.models.convnext_unet import ConvNeXtBlock
 from fuse4seg_jax.models.inn import CouplingStack
-from fuse4seg_jax.models.pointwise import PointwiseConv, PointwiseLinear
+from fuse4seg_jax.models.pointwise import PatchConv, PatchConvTranspose, PointwiseConv, PointwiseLinear
 
 
 def _value_and_grads(module: nnx.Module, x: jax.Array):
@@ -33,16 +33,25 @@ def _assert_close(a, b, scale=1e-5):
         np.testing.assert_allclose(u, v, rtol=0, atol=scale * max(1.0, float(np.max(np.abs(v)))))
 
 
-@pytest.mark.parametrize("kind", ["conv", "linear"])
-def test_pointwise_layers_match_flax_values_and_gradients(kind):
-    if kind == "conv":
-        ours = PointwiseConv(6, 5, rngs=nnx.Rngs(0))
-        reference = nnx.Conv(6, 5, (1, 1), rngs=nnx.Rngs(0))
-    else:
-        ours = PointwiseLinear(6, 5, rngs=nnx.Rngs(0))
-        reference = nnx.Linear(6, 5, rngs=nnx.Rngs(0))
+_DENSE_LAYERS = {
+    "conv": (lambda r: PointwiseConv(6, 5, rngs=r), lambda r: nnx.Conv(6, 5, (1, 1), rngs=r)),
+    "linear": (lambda r: PointwiseLinear(6, 5, rngs=r), lambda r: nnx.Linear(6, 5, rngs=r)),
+    "patch": (
+        lambda r: PatchConv(6, 5, 2, rngs=r),
+        lambda r: nnx.Conv(6, 5, (2, 2), strides=(2, 2), padding="VALID", rngs=r),
+    ),
+    "patch_transpose": (
+        lambda r: PatchConvTranspose(6, 5, 2, rngs=r),
+        lambda r: nnx.ConvTranspose(6, 5, (2, 2), strides=(2, 2), padding="VALID", rngs=r),
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_DENSE_LAYERS))
+def test_dense_layers_match_flax_values_and_gradients(kind):
+    ours, reference = (make(nnx.Rngs(0)) for make in _DENSE_LAYERS[kind])
     ours.bias[...] = reference.bias[...] = jnp.linspace(-1.0, 1.0, 5)
-    x = jax.random.normal(jax.random.key(1), (2, 4, 3, 6))
+    x = jax.random.normal(jax.random.key(1), (2, 4, 6, 6))
     _assert_close(_value_and_grads(ours, x), _value_and_grads(reference, x))
 
 

@@ -31,7 +31,7 @@ from flax import nnx
 
 from fuse4seg_jax.errors import ConfigError
 from fuse4seg_jax.models.grouped_conv import GroupedConv
-from fuse4seg_jax.models.pointwise import PointwiseLinear
+from fuse4seg_jax.models.pointwise import PatchConv, PatchConvTranspose, PointwiseLinear
 from fuse4seg_jax.models.registry import register
 from fuse4seg_jax.models.remat import apply_block
 
@@ -167,7 +167,7 @@ class Downsample(nnx.Module):
 
     def __init__(self, dim_in: int, dim_out: int, *, rngs: nnx.Rngs):
         self.norm = nnx.LayerNorm(dim_in, epsilon=_LN_EPS, rngs=rngs)
-        self.conv = nnx.Conv(dim_in, dim_out, (2, 2), strides=(2, 2), padding="VALID", rngs=rngs)
+        self.conv = PatchConv(dim_in, dim_out, 2, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """``(B, H, W, C_in) -> (B, H/2, W/2, C_out)``."""
@@ -178,7 +178,7 @@ class UpMerge(nnx.Module):
     """2x2 stride-2 transposed conv, concatenation with the skip, 1x1 conv to the skip's width."""
 
     def __init__(self, dim_in: int, dim_out: int, *, rngs: nnx.Rngs):
-        self.up = nnx.ConvTranspose(dim_in, dim_out, (2, 2), strides=(2, 2), padding="VALID", rngs=rngs)
+        self.up = PatchConvTranspose(dim_in, dim_out, 2, rngs=rngs)
         self.merge = PointwiseLinear(2 * dim_out, dim_out, rngs=rngs)
 
     def __call__(self, x: jax.Array, skip: jax.Array) -> jax.Array:
