@@ -48,7 +48,8 @@ def test_a_solver_registered_outside_the_package_is_chosen_with_its_options(tiny
     _, halved = _first_step(half, tiny_batches)
     _, first = _first_step(tiny_trainer(), tiny_batches)  # first_order: the default solver
     assert float(first["hypergrad_norm"]) > 0
-    assert float(halved["hypergrad_norm"]) == pytest.approx(0.5 * float(first["hypergrad_norm"]), rel=1e-6)
+    # two float32 programs compiled apart: the same sums, not always in the same order
+    assert float(halved["hypergrad_norm"]) == pytest.approx(0.5 * float(first["hypergrad_norm"]), rel=1e-5)
 
 
 # The default leader and follower reuse the first-order pipeline test's trainer (same config, one

@@ -30,10 +30,12 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fuse4seg_jax.errors import ConfigError
+from fuse4seg_jax.models.channel_sum import channel_sum, per_channel
 from fuse4seg_jax.models.grouped_conv import GroupedConv
 from fuse4seg_jax.models.pointwise import PatchConv, PatchConvTranspose, PointwiseLinear
 from fuse4seg_jax.models.registry import register
 from fuse4seg_jax.models.remat import apply_block
+from fuse4seg_jax.models.restormer import ChannelLayerNorm
 
 _LN_EPS = 1e-6
 
@@ -79,9 +81,9 @@ class GlobalResponseNorm(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """``(B, H, W, C) -> (B, H, W, C)``."""
-        g = jnp.sqrt(jnp.sum(jnp.square(x), axis=(1, 2), keepdims=True))
+        g = jnp.sqrt(jax.vmap(channel_sum)(jnp.square(x)))[:, None, None, :]
         ratio = g / (jnp.mean(g, axis=-1, keepdims=True) + self.eps)
-        return x + self.gamma[...] * (x * ratio) + self.beta[...]
+        return x + per_channel(self.gamma[...], x.shape) * (x * ratio) + per_channel(self.beta[...], x.shape)
 
 
 class ConvNeXtBlock(nnx.Module):
@@ -109,7 +111,7 @@ class ConvNeXtBlock(nnx.Module):
             bias_init=fan_in_bias(kernel_size**2),
             rngs=rngs,
         )
-        self.norm = nnx.LayerNorm(dim, epsilon=_LN_EPS, rngs=rngs)
+        self.norm = ChannelLayerNorm(dim, eps=_LN_EPS, rngs=rngs)
         self.expand = PointwiseLinear(dim, 4 * dim, rngs=rngs)
         self.project = PointwiseLinear(4 * dim, dim, rngs=rngs)
         if block == "v1":
@@ -123,7 +125,7 @@ class ConvNeXtBlock(nnx.Module):
         hidden = apply_block(self, self.expand(self.norm(self.depthwise(x))), remat=True, method="activate")
         if hasattr(self, "grn"):
             return x + self.project(hidden)
-        return x + self.layer_scale[...] * self.project(hidden)
+        return x + per_channel(self.layer_scale[...], x.shape) * self.project(hidden)
 
     def activate(self, x: jax.Array) -> jax.Array:
         """GELU (then GRN for ``v2``) on the expanded ``(B, H, W, 4C)`` map."""
@@ -150,9 +152,9 @@ class TransformerBlock(nnx.Module):
     """Pre-norm transformer block: x + MSA(LN(x)), then x + MLP(LN(x)) with hidden 4C."""
 
     def __init__(self, dim: int, num_heads: int, *, rngs: nnx.Rngs):
-        self.norm_attention = nnx.LayerNorm(dim, epsilon=_LN_EPS, rngs=rngs)
+        self.norm_attention = ChannelLayerNorm(dim, eps=_LN_EPS, rngs=rngs)
         self.attention = SelfAttention(dim, num_heads, rngs=rngs)
-        self.norm_mlp = nnx.LayerNorm(dim, epsilon=_LN_EPS, rngs=rngs)
+        self.norm_mlp = ChannelLayerNorm(dim, eps=_LN_EPS, rngs=rngs)
         self.expand = PointwiseLinear(dim, 4 * dim, rngs=rngs)
         self.project = PointwiseLinear(4 * dim, dim, rngs=rngs)
 
@@ -166,7 +168,7 @@ class Downsample(nnx.Module):
     """LayerNorm then a 2x2 stride-2 conv: halves H and W, changes the width."""
 
     def __init__(self, dim_in: int, dim_out: int, *, rngs: nnx.Rngs):
-        self.norm = nnx.LayerNorm(dim_in, epsilon=_LN_EPS, rngs=rngs)
+        self.norm = ChannelLayerNorm(dim_in, eps=_LN_EPS, rngs=rngs)
         self.conv = PatchConv(dim_in, dim_out, 2, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -281,7 +283,7 @@ class ConvNeXtUNet(nnx.Module):
         self.stem = nnx.Conv(
             in_channels, widths[0], (3, 3), padding="SAME", bias_init=fan_in_bias(9 * in_channels), rngs=rngs
         )
-        self.stem_norm = nnx.LayerNorm(widths[0], epsilon=_LN_EPS, rngs=rngs)
+        self.stem_norm = ChannelLayerNorm(widths[0], eps=_LN_EPS, rngs=rngs)
         self.encoder = nnx.List(
             [_stage(w, d, kernel_size, block, rngs) for w, d in zip(widths, depths, strict=True)]
         )
@@ -297,7 +299,7 @@ class ConvNeXtUNet(nnx.Module):
         self.decoder = nnx.List(
             [_stage(w, d, kernel_size, block, rngs) for w, d in zip(widths[:-1], depths[:-1], strict=True)]
         )
-        self.head_norm = nnx.LayerNorm(widths[0], epsilon=_LN_EPS, rngs=rngs)
+        self.head_norm = ChannelLayerNorm(widths[0], eps=_LN_EPS, rngs=rngs)
         self.head = PointwiseLinear(widths[0], num_classes, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from bilevel.schedule import after, materialize
+from fuse4seg_jax.models.channel_sum import channel_sum, per_channel
 
 _DEFAULT_KERNEL_INIT = jax.nn.initializers.lecun_normal()
 
@@ -32,9 +33,6 @@ _DEFAULT_KERNEL_INIT = jax.nn.initializers.lecun_normal()
 # Groups with at most this many (input x output) channel pairs are multiplied out element-wise,
 # wider ones by a matrix product per tap.
 _ELEMENTWISE_PAIRS = 16
-
-# The longest axis XLA:CPU reduces without rewriting the sum into a windowed reduction.
-_CHUNK = 32
 
 
 def _elementwise(kernel_shape: tuple[int, ...], groups: int) -> bool:
@@ -60,21 +58,6 @@ def _tap(window: jax.Array, tap: jax.Array, groups: int) -> jax.Array:
     return mixed.reshape(b, h, w, c_out)
 
 
-def sum_over_pixels(t: jax.Array) -> jax.Array:
-    """``t: (B, H, W, C) -> (C,)``, the sum over batch and pixels, in two reductions.
-
-    XLA:CPU turns every sum over an axis longer than 32 into a windowed reduction, which runs
-    slowly and reads its operand only after writing it out in full: a depthwise kernel's
-    gradient was 5 to 20 times slower that way (``docs/conventions.md#speed-on-cpu``). Here the
-    first reduction is over chunks of at most 32 columns and fuses with whatever computes ``t``;
-    the barrier keeps XLA from merging it with the second, over a 32 times smaller array.
-    """
-    b, h, w, c = t.shape
-    chunk = max(d for d in range(1, min(w, _CHUNK) + 1) if w % d == 0)
-    partial = jnp.sum(t.reshape(b, h, w // chunk, chunk, c), axis=3)
-    return jnp.sum(jax.lax.optimization_barrier(partial), axis=(0, 1, 2))
-
-
 def _tap_cotangent(
     window: jax.Array, cotangent: jax.Array, tap_shape: tuple[int, int], groups: int
 ) -> jax.Array:
@@ -86,7 +69,7 @@ def _tap_cotangent(
     grouped_cotangent = cotangent.reshape(b, h, w, groups, out_per_group)
     if _elementwise(tap_shape, groups):
         pairs = (grouped[..., :, None] * grouped_cotangent[..., None, :]).reshape(b, h, w, -1)
-        per_pair = sum_over_pixels(pairs).reshape(groups, per_group, out_per_group)
+        per_pair = channel_sum(pairs).reshape(groups, per_group, out_per_group)
     else:
         per_pair = jnp.einsum("bhwgi,bhwgo->gio", grouped, grouped_cotangent)
     return per_pair.transpose(1, 0, 2).reshape(tap_shape)
@@ -241,4 +224,4 @@ class GroupedConv(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         y = grouped_conv(x, self.kernel[...].astype(x.dtype), self.groups, self.padding)
-        return y if self.bias is None else y + self.bias[...].astype(x.dtype)
+        return y if self.bias is None else y + per_channel(self.bias[...].astype(x.dtype), y.shape)

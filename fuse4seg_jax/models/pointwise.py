@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from bilevel.schedule import after
+from fuse4seg_jax.models.channel_sum import per_channel
 
 
 def _matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -118,10 +119,10 @@ class PatchConvTranspose(nnx.ConvTranspose):
         kernel = jnp.flip(self.kernel[...], (0, 1)).transpose(2, 0, 1, 3).reshape(c, -1)
         patches = _dense(x, kernel, None).reshape(b, h, w, p, p, -1).transpose(0, 1, 3, 2, 4, 5)
         y = patches.reshape(b, h * p, w * p, -1)
-        return y if self.bias is None else y + self.bias[...].astype(x.dtype)
+        return y if self.bias is None else y + per_channel(self.bias[...].astype(x.dtype), y.shape)
 
 
 def _dense(x: jax.Array, kernel: jax.Array, bias: nnx.Param | None) -> jax.Array:
     """``x @ kernel (+ bias)`` in ``x``'s dtype, the product by :func:`pointwise`."""
     y = pointwise(x, kernel.astype(x.dtype))
-    return y if bias is None else y + bias[...].astype(x.dtype)
+    return y if bias is None else y + per_channel(bias[...].astype(x.dtype), y.shape)

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from bilevel import schedule
+from fuse4seg_jax.models.channel_sum import per_channel
 from fuse4seg_jax.models.grouped_conv import GroupedConv
 from fuse4seg_jax.models.pointwise import PointwiseConv
 from fuse4seg_jax.models.remat import apply_block
@@ -63,7 +64,7 @@ def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, *, eps: float) -
     """LayerNorm over the last axis of ``x: (..., C)`` with ``scale, bias: (C,)``; biased variance."""
     mean = jnp.mean(x, axis=-1, keepdims=True)
     var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
-    return (x - mean) * jax.lax.rsqrt(var + eps) * scale + bias
+    return (x - mean) * jax.lax.rsqrt(var + eps) * per_channel(scale, x.shape) + per_channel(bias, x.shape)
 
 
 def _l2_normalise(x: jax.Array, axis: int) -> jax.Array:
