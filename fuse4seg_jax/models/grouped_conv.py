@@ -94,7 +94,8 @@ def _shifted_sum(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Array:
                 window = after(window, out)
             share = _tap(window, kernel[i, j], groups)
             out = share if out is None else out + share
-    return out
+    # stored, not recomputed tap by tap inside each reader (bilevel.schedule.materialize)
+    return materialize(out)
 
 
 def _zero_pad(x: jax.Array, pad: tuple[int, int]) -> jax.Array:
@@ -110,12 +111,12 @@ def shifted_sum_conv(x: jax.Array, kernel: jax.Array, groups: int, pad: tuple[in
     copies once the output's cotangent exists, one at a time: differentiated as written it would
     keep every copy (``kh * kw`` activations per layer) from the forward to the backward pass.
     """
-    return materialize(_shifted_sum(_zero_pad(x, pad), kernel, groups))
+    return _shifted_sum(_zero_pad(x, pad), kernel, groups)
 
 
 def _shifted_sum_fwd(x, kernel, groups, pad):
     # not `shifted_sum_conv`: a JVP of this rule (forward-over-reverse) must not meet the custom VJP
-    return materialize(_shifted_sum(_zero_pad(x, pad), kernel, groups)), (x, kernel)
+    return _shifted_sum(_zero_pad(x, pad), kernel, groups), (x, kernel)
 
 
 def _shifted_sum_bwd(groups, pad, residuals, cotangent):
