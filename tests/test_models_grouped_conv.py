@@ -17,6 +17,7 @@ from fuse4seg_jax.models.grouped_conv import GroupedConv, grouped_conv, native_c
         (4, 4, 4, (3, 3), "VALID"),  # the INN bottleneck, after its reflection pad
         (8, 8, 4, (3, 3), "SAME"),  # 2 channels per group (CDDFuse's base-block MLP)
         (4, 8, 2, (3, 5), "SAME"),  # several outputs per group
+        (12, 12, 2, (3, 3), "SAME"),  # wide groups (36 channel pairs): matrix products per tap
     ],
 )
 def test_matches_flax_grouped_convolution(c_in, c_out, groups, k, padding):

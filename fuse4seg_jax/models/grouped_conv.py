@@ -10,7 +10,11 @@ platform_dependent`` picks the branch when the program is lowered, so one traced
 Differentiated as written, the shifted sum would keep every shifted copy for the backward pass:
 the paper-size frequency-decoupled leader's forward+backward on 2 x 224 x 224 needed 40 GiB of
 XLA:CPU temporaries. :func:`shifted_sum_conv` has its own reverse rule that keeps only its
-unpadded input and kernel and recomputes one shifted copy at a time (``docs/conventions.md#memory``).
+unpadded input and kernel and reads the shifted copies inside the kernel gradient's sums
+(``docs/conventions.md#memory``). Its output and its cotangent are stored once
+(``bilevel.schedule.materialize``): fused into their readers, the ``kh * kw`` taps were recomputed
+inside each of them, which had made the paper-size leader's forward+backward twice as slow
+(``docs/conventions.md#speed-on-cpu``).
 
 :class:`GroupedConv` has the parameters of ``nnx.Conv(..., feature_group_count=groups)`` (same
 names, shapes and initialisers) and computes the same cross-correlation.
@@ -135,13 +139,20 @@ def _shifted_sum_bwd(groups, pad, residuals, cotangent):
     )
     # padded to give the cotangent of the unpadded input directly
     x_cotangent = _shifted_sum(_zero_pad(cotangent, (kh - 1 - pad[0], kw - 1 - pad[1])), transposed, groups)
-    # Each tap's kernel gradient reduces one shifted copy against the cotangent.
+    # Each tap's kernel gradient sums one shifted copy times the cotangent over the pixels, which
+    # is stored once rather than recomputed inside each of the kh * kw sums. Element-wise taps
+    # read the copy inside their sum; a matrix product's operands XLA:CPU copies out, all at once
+    # unless each waits for the previous tap's gradient.
     cotangent = materialize(cotangent)
-    taps = [
-        _tap_cotangent(_window(x, kernel.shape, i, j), cotangent, kernel.shape[2:], groups)
-        for i in range(kh)
-        for j in range(kw)
-    ]
+    elementwise = _elementwise(kernel.shape, groups)
+    taps, previous = [], cotangent
+    for i in range(kh):
+        for j in range(kw):
+            window = _window(x, kernel.shape, i, j)
+            previous = _tap_cotangent(
+                window if elementwise else after(window, previous), cotangent, kernel.shape[2:], groups
+            )
+            taps.append(previous)
     return x_cotangent, jnp.stack(taps).reshape(kernel.shape)
 
 
