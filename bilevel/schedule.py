@@ -27,31 +27,23 @@ PyTree = Any
 def after(values: PyTree, anchor: PyTree) -> PyTree:
     """``values`` unchanged, but computable only once every leaf of ``anchor`` exists.
 
-    Each leaf gets ``0 * s`` added, ``s`` being the sum of the first elements of ``anchor``'s
-    floating leaves. XLA keeps ``0 * s`` for floating point (it is NaN for a non-finite ``s``),
-    so the dependency survives every pass, yet for finite ``s`` the values are exactly the same
-    (a ``-0.0`` leaf element becomes ``+0.0``). One element per leaf, not the leaf's sum: on
-    XLA:CPU every full sum of an activation became a slow windowed reduction (the paper-size
-    leader's forward+backward spent about 3 s of 22 s of thread time in them). A non-finite
-    first element makes the values NaN (integer leaves: an unspecified integer), which only
-    happens where the result is already non-finite.
+    Each leaf gets ``0 * s`` added, ``s`` being the sum of ``anchor``'s floating leaves. XLA
+    keeps ``0 * s`` for floating point (it is NaN for a non-finite ``s``), so the dependency
+    survives every pass, yet for finite ``s`` the values are exactly the same (a ``-0.0`` leaf
+    element becomes ``+0.0``). A non-finite ``anchor`` makes the values NaN (integer leaves: an
+    unspecified integer), which only happens where the result is already non-finite.
 
     Arguments:
         values: pytree of arrays (any dtypes) that must wait.
-        anchor: pytree whose floating leaves they wait for; no non-empty floating leaf:
-            ``values`` as is.
+        anchor: pytree whose floating leaves they wait for; no floating leaf: ``values`` as is.
 
     Returns:
         ``values`` with the same structure, shapes, dtypes and (finite ``anchor``) values.
     """
-    firsts = [
-        leaf.reshape(-1)[0]
-        for leaf in jax.tree.leaves(anchor)
-        if jnp.issubdtype(leaf.dtype, jnp.floating) and leaf.size
-    ]
-    if not firsts:
+    sums = [jnp.sum(leaf) for leaf in jax.tree.leaves(anchor) if jnp.issubdtype(leaf.dtype, jnp.floating)]
+    if not sums:
         return values
-    zero = sum((0 * first).astype(jnp.float32) for first in firsts)
+    zero = sum((0 * s).astype(jnp.float32) for s in sums)
     return jax.tree.map(lambda leaf: leaf + zero.astype(leaf.dtype), values)
 
 
