@@ -85,18 +85,11 @@ class PatchConv(nnx.Conv):
     """
 
     def __init__(self, in_features: int, out_features: int, patch: int, **kwargs):
-        super().__init__(
-            in_features, out_features, (patch, patch), strides=(patch, patch), padding="VALID", **kwargs
-        )
+        super().__init__(in_features, out_features, **_strided(patch), **kwargs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        b, h, w, c = x.shape
-        p = self.kernel_size[0]
-        patches = x.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
-        # a patch's pixels in the kernel's (row, column, channel) order
-        return _dense(
-            patches.reshape(b, h // p, w // p, p * p * c), self.kernel[...].reshape(p * p * c, -1), self.bias
-        )
+        patches = _to_patches(x, self.kernel_size[0])
+        return _dense(patches, self.kernel[...].reshape(patches.shape[-1], -1), self.bias)
 
 
 class PatchConvTranspose(nnx.ConvTranspose):
@@ -107,19 +100,31 @@ class PatchConvTranspose(nnx.ConvTranspose):
     """
 
     def __init__(self, in_features: int, out_features: int, patch: int, **kwargs):
-        super().__init__(
-            in_features, out_features, (patch, patch), strides=(patch, patch), padding="VALID", **kwargs
-        )
+        super().__init__(in_features, out_features, **_strided(patch), **kwargs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        b, h, w, c = x.shape
-        p = self.kernel_size[0]
         # the transposed convolution meets its kernel flipped: output pixel (p h + i, p w + j) is
         # x[h, w] times kernel[p - 1 - i, p - 1 - j]
-        kernel = jnp.flip(self.kernel[...], (0, 1)).transpose(2, 0, 1, 3).reshape(c, -1)
-        patches = _dense(x, kernel, None).reshape(b, h, w, p, p, -1).transpose(0, 1, 3, 2, 4, 5)
-        y = patches.reshape(b, h * p, w * p, -1)
+        kernel = jnp.flip(self.kernel[...], (0, 1)).transpose(2, 0, 1, 3).reshape(x.shape[-1], -1)
+        y = _from_patches(_dense(x, kernel, None), self.kernel_size[0])
         return y if self.bias is None else y + per_channel(self.bias[...].astype(x.dtype), y.shape)
+
+
+def _strided(patch: int) -> dict:
+    """The ``nnx.Conv`` / ``nnx.ConvTranspose`` arguments of a ``p x p``, stride-``p``, unpadded layer."""
+    return {"kernel_size": (patch, patch), "strides": (patch, patch), "padding": "VALID"}
+
+
+def _to_patches(x: jax.Array, p: int) -> jax.Array:
+    """``(B, H, W, C) -> (B, H / p, W / p, p * p * C)``, a patch's pixels in (row, column, channel) order."""
+    b, h, w, c = x.shape
+    return x.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, h // p, w // p, -1)
+
+
+def _from_patches(y: jax.Array, p: int) -> jax.Array:
+    """The inverse of :func:`_to_patches`: ``(B, H, W, p * p * C) -> (B, p H, p W, C)``."""
+    b, h, w, _ = y.shape
+    return y.reshape(b, h, w, p, p, -1).transpose(0, 1, 3, 2, 4, 5).reshape(b, h * p, w * p, -1)
 
 
 def _dense(x: jax.Array, kernel: jax.Array, bias: nnx.Param | None) -> jax.Array:
