@@ -1,9 +1,9 @@
 """Grouped (and depthwise) convolution as a sum of shifted copies of the input.
 
 XLA:CPU lowers ``feature_group_count`` convolutions to a slow generic path. On (8, 64, 64, 32)
-inputs, the sum of shifted copies was faster than XLA's grouped convolution by 21x forward / 4.1x
-forward+backward for a 3x3 depthwise kernel, 35x / 2.3x for a 7x7 one, and 1.0x / 21x for 3x3 with
-2 channels per group (``python -m benchmarks.grouped_conv``, 2-core CPU). Every fusion leader
+inputs, the sum of shifted copies is faster than XLA's grouped convolution by 33x forward / 26x
+forward+backward for a 3x3 depthwise kernel, 54x / 27x for a 7x7 one, and 13x / 97x for 3x3 with
+2 channels per group (``python -m benchmarks.grouped_conv``, 2-core CPU, jaxlib 0.10.2). Every fusion leader
 and the ConvNeXt follower are built on such convolutions, so on CPU we compute them as shifted
 sums. On every other platform (GPU, TPU) the native grouped convolution is used: ``lax.
 platform_dependent`` picks the branch when the program is lowered, so one traced model serves both.
