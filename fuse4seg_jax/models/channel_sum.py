@@ -5,9 +5,10 @@ which runs slowly and reads its operand only after writing it out in full. Every
 parameter meets such sums in its gradient: a bias or scale broadcast over the pixels of a
 ``(B, H, W, C)`` map has the sum of its cotangent (times the scaled input) over them, and a
 depthwise kernel tap the sum of its window times the cotangent. On the paper-size networks
-these sums were a third of the forward+backward's time (``docs/conventions.md#speed-on-cpu``).
+these sums took 41 % (leader) and 44 % (follower) of the forward+backward's thread time
+(``docs/conventions.md#speed-on-cpu``).
 
-- :func:`channel_sum` ``(t) -> (C,)``: two reductions, each over fewer than 33 elements per axis.
+- :func:`channel_sum` ``(t) -> (C,)``: two reductions, the first over chunks of at most 32.
 - :func:`per_channel` ``(v, shape)``: ``v: (C,)`` broadcast to ``shape``, whose gradient is the
   :func:`channel_sum` of the cotangent.
 """
@@ -28,7 +29,8 @@ def channel_sum(t: jax.Array) -> jax.Array:
 
     The first reduction is over consecutive chunks of at most 32 elements (along the last
     spatial axis, as laid out) and fuses with whatever computes ``t``; a barrier keeps XLA from
-    merging it with the second, over a 32 times smaller array.
+    merging it with the second, over an array as many times smaller as the chunk is long (the
+    largest divisor of the element count up to 32: a prime count above 32 gets no speed-up).
     """
     c = t.shape[-1]
     flat = t.reshape(-1, c)
