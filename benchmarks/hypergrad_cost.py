@@ -13,8 +13,8 @@ formulation, plain ``jax.grad`` through the K steps (reverse-over-reverse), for 
 library's unrolled solver (forward-over-reverse step VJPs). "one HVP" is one Hessian-vector product
 of the inner loss at the initial point (``bilevel.curvature.hvp``), timed in the same rounds, so
 an implicit solver's cost can be read against first-order + its HVPs. A second table gives the
-unrolled solver's peak memory at K = 1, 5, 20 with and without rematerialisation and stored
-linearisations.
+unrolled solver's peak memory at K = 1, 5, 20 with and without rematerialisation, stored
+linearisations and reused leader work.
 
 Usage (repository root): ``python -m benchmarks.hypergrad_cost [--rounds 5]``.
 """
@@ -161,6 +161,7 @@ def main() -> None:
         "unrolled": bilevel.make_solver("unrolled"),
         "unrolled (remat)": bilevel.make_solver("unrolled", remat=True),
         "unrolled (stored linearisation)": bilevel.make_solver("unrolled", store_linearization=True),
+        "unrolled (reuse outer work)": bilevel.make_solver("unrolled", reuse_outer_work=True),
         "unrolled (jax.grad)": None,
         "implicit_cg (10 it.)": bilevel.make_solver("implicit_cg", max_iter=10),
         "implicit_neumann (10 it.)": bilevel.make_solver("implicit_neumann", max_iter=10),
@@ -222,6 +223,8 @@ def main() -> None:
         "remat": {"remat": True},
         "stored lin.": {"store_linearization": True},
         "remat + stored": {"remat": True, "store_linearization": True},
+        "reuse outer": {"reuse_outer_work": True},
+        "remat + reuse": {"remat": True, "reuse_outer_work": True},
     }
     print(f"{'K':>4s} " + " ".join(f"{name:>15s}" for name in variants))
     for k in (1, 5, 20):

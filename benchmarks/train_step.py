@@ -8,6 +8,9 @@ images per second.
 
     python -m benchmarks.train_step [--rounds 5] [--solvers first_order,unrolled,...] [--paper]
         [--config.KEY=VALUE ...]   (e.g. --config.bilevel.options.implicit_cg.solve_loop=while)
+
+``--solvers`` takes solver specs (``bilevel.parse_specs``), so one solver can be timed with
+different options side by side: ``--solvers first_order,unrolled,unrolled:reuse_outer_work=true``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import time
 
 import numpy as np
 
+import bilevel
 from fuse4seg_jax.train.config import load_config
 from fuse4seg_jax.train.sharding import make_mesh, put_batch
 from fuse4seg_jax.train.trainer import Trainer
@@ -50,8 +54,9 @@ def main() -> None:
     size = 224 if args.paper else 64
     mesh = make_mesh(-1)
     fns, images, compile_seconds = {}, {}, {}
-    for solver in args.solvers.split(","):
-        config = load_config(config_file, [*overrides, f"--config.bilevel.solver={solver}"])
+    for solver, name, options in bilevel.parse_specs(args.solvers):
+        chosen = [f"--config.bilevel.options.{name}.{key}={value!r}" for key, value in options.items()]
+        config = load_config(config_file, [*overrides, *chosen, f"--config.bilevel.solver={name}"])
         trainer = Trainer(config, mesh, num_modalities=len(config.data.modalities))
         n = len(config.data.modalities)
         tr = put_batch(mesh, synthetic_batch(config.batch.tr_size, size, size, n, 0))

@@ -46,6 +46,7 @@ def differentiable_step(
     damping: float = 0.0,
     *,
     store_linearization: bool = False,
+    reuse_outer_work: bool = False,
 ) -> inner_loop.Step:
     """The inner step with a reverse-mode rule built from forward-over-reverse products.
 
@@ -56,6 +57,11 @@ def differentiable_step(
         store_linearization: keep the step's linearisation from the forward pass
             (:func:`bilevel.inner_loop.descend`) instead of recomputing the step's gradient in the
             reverse rule: one gradient's work less per step, one step's activations more kept.
+        reuse_outer_work: in the reverse rule's recomputation, let only the work that depends on
+            ``inner`` wait for the cotangent; the work on ``outer`` and ``batch`` alone (the
+            leader's forward pass) is then the same computation as in the forward sweep, which
+            XLA's common-subexpression elimination performs once and keeps until the reverse
+            rule reads it. No effect with ``store_linearization`` (nothing is recomputed).
 
     Returns:
         A step ``(inner, opt_state, outer, batch) -> (inner, opt_state, StepInfo)``.
@@ -92,7 +98,12 @@ def differentiable_step(
         else:
             # Recompute only once the cotangent exists: otherwise XLA may run every step's
             # recomputation during the forward sweep and keep all of them (bilevel.schedule).
-            inner, outer, batch = schedule.after((inner, outer, batch), ct_grad)
+            if reuse_outer_work:
+                # ordered as in inner_loop.descend, so that this part is the forward's own
+                outer, batch = schedule.after((outer, batch), inner)
+                inner = schedule.after(inner, ct_grad)
+            else:
+                inner, outer, batch = schedule.after((inner, outer, batch), ct_grad)
 
             def loss(i, o):
                 return problem.inner_value(i, o, batch)[0]

@@ -35,6 +35,7 @@ def test_implicit_names_combine_the_linear_solvers_options_with_implicits():
         "truncate": None,
         "remat": False,
         "store_linearization": False,
+        "reuse_outer_work": False,
     }
     solver = bilevel.make_solver("implicit_neumann", step_size=0.2, max_iter=3, damping=0.5)
     assert solver == bilevel.Implicit(linear_solver=bilevel.Neumann(step_size=0.2, max_iter=3), damping=0.5)

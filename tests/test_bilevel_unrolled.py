@@ -1,6 +1,8 @@
 """Unrolled hypergradients: exact K-step gradients, truncation, rematerialisation, stored
 linearisations, forward mode."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -121,12 +123,15 @@ def _conv(x, w):
     return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
+def _fuse(leader, images):
+    return jax.nn.sigmoid(_conv(jax.nn.relu(_conv(images, leader[0])), leader[1]))
+
+
 def _conv_problem():
     """A small fusion-then-segmentation problem: a 2-conv leader, a 2-conv follower, 4 classes."""
 
     def logits(follower, leader, images):
-        fused = jax.nn.sigmoid(_conv(jax.nn.relu(_conv(images, leader[0])), leader[1]))
-        return _conv(jax.nn.relu(_conv(fused, follower[0])), follower[1])
+        return _conv(jax.nn.relu(_conv(_fuse(leader, images), follower[0])), follower[1])
 
     def inner(follower, leader, batch):
         ce = optax.softmax_cross_entropy_with_integer_labels(logits(follower, leader, batch["x"]), batch["y"])
@@ -147,6 +152,7 @@ def _conv_batches(k):
     return {"x": x, "y": y}
 
 
+@functools.cache
 def _compiled_hypergradient(solver, k):
     problem, follower, leader = _conv_problem()
     inner_opt = optax.sgd(0.1, momentum=0.9)
@@ -176,9 +182,14 @@ def test_unrolled_compiled_temporaries_do_not_grow_with_k():
         assert temporaries[remat, 20] <= 1.3 * temporaries[remat, 1], temporaries
 
 
-def test_remat_and_stored_linearisation_give_the_same_hypergradient_on_a_conv_problem():
+def test_remat_stored_linearisation_and_reuse_give_the_same_hypergradient_on_a_conv_problem():
     """Equal to float32 rounding: the compiled programs fuse (and so round) differently."""
-    solvers = (bilevel.Unrolled(), bilevel.Unrolled(remat=True), bilevel.Unrolled(store_linearization=True))
+    solvers = (
+        bilevel.Unrolled(),
+        bilevel.Unrolled(remat=True),
+        bilevel.Unrolled(store_linearization=True),
+        bilevel.Unrolled(reuse_outer_work=True),
+    )
     outputs = []
     for solver in solvers:
         compiled, args = _compiled_hypergradient(solver, 4)
@@ -187,3 +198,21 @@ def test_remat_and_stored_linearisation_give_the_same_hypergradient_on_a_conv_pr
         for leaf, reference in zip(jax.tree.leaves(other), jax.tree.leaves(outputs[0]), strict=True):
             np.testing.assert_allclose(leaf, reference, rtol=0, atol=1e-5 * np.max(np.abs(reference)))
             assert np.all(np.isfinite(leaf)) and np.any(leaf != 0)
+
+
+def test_reuse_outer_work_computes_each_steps_leader_forward_once():
+    """The reverse pass recomputes every step's gradient; with ``reuse_outer_work`` the leader's
+    forward pass in it is the forward sweep's own, so the program does K leader forwards fewer."""
+    k = 4
+
+    def flops(compiled):
+        return compiled.cost_analysis()["flops"]
+
+    _, leader, batches = _compiled_hypergradient(bilevel.Unrolled(), k)[1]
+    one_forward = flops(jax.jit(_fuse).lower(leader, batches["x"][0]).compile())
+    saved = flops(_compiled_hypergradient(bilevel.Unrolled(), k)[0]) - flops(
+        _compiled_hypergradient(bilevel.Unrolled(reuse_outer_work=True), k)[0]
+    )
+    assert 0.9 * k * one_forward <= saved <= 1.1 * k * one_forward, (saved, one_forward)
+    with pytest.raises(bilevel.SolverConfigError, match="reuse_outer_work.*store_linearization"):
+        bilevel.Unrolled(reuse_outer_work=True, store_linearization=True)

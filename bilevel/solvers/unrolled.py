@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from bilevel import curvature, inner_loop, schedule, tree
-from bilevel.errors import require_positive
+from bilevel.errors import SolverConfigError, require_positive
 from bilevel.solvers.base import OuterTerms, Solver, SolverCall, SolverOutput, solver_output
 
 
@@ -38,17 +38,30 @@ class Unrolled(Solver):
         store_linearization: keep each differentiated step's linearisation from the forward pass
             so the backward pass does not recompute the step's gradient (about one gradient per
             step less work; each step's activations are kept, with ``remat`` one segment's).
+        reuse_outer_work: compute each step's work on the leader and the batch alone (the
+            leader's forward pass) once, in the forward sweep, and keep what the reverse pass
+            reads of it instead of recomputing it there
+            (:func:`bilevel.curvature.differentiable_step`): less time, and memory that grows with
+            ``T`` by those kept results (with ``remat``, one segment's). XLA's
+            common-subexpression elimination does the sharing; a test counts the FLOPs saved.
 
     Raises:
-        SolverConfigError: ``truncate`` is not positive.
+        SolverConfigError: ``truncate`` is not positive, or ``reuse_outer_work`` is combined with
+            ``store_linearization`` (which recomputes nothing).
     """
 
     truncate: int | None = None
     remat: bool = False
     store_linearization: bool = False
+    reuse_outer_work: bool = False
 
     def __post_init__(self):
         require_positive("truncate", self.truncate, allow_none=True)
+        if self.reuse_outer_work and self.store_linearization:
+            raise SolverConfigError(
+                "unrolled: reuse_outer_work has no effect with store_linearization, which keeps "
+                "each step's whole linearisation and recomputes nothing; choose one"
+            )
 
     def solve(self, call: SolverCall) -> SolverOutput:
         k = inner_loop.num_steps(call.inner_batches)
@@ -60,7 +73,10 @@ class Unrolled(Solver):
             )
         tail = inner_loop.batch_at(call.inner_batches, slice(k - t, k))
         step = curvature.differentiable_step(
-            call.problem, call.inner_opt, store_linearization=self.store_linearization
+            call.problem,
+            call.inner_opt,
+            store_linearization=self.store_linearization,
+            reuse_outer_work=self.reuse_outer_work,
         )
 
         def rollout(outer):
