@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 import bilevel
+from fuse4seg_jax.errors import ConfigError
 from fuse4seg_jax.train.config import load_config
 from fuse4seg_jax.train.sharding import make_mesh, put_batch
 from fuse4seg_jax.train.trainer import Trainer
@@ -54,9 +55,24 @@ def main() -> None:
     size = 224 if args.paper else 64
     mesh = make_mesh(-1)
     fns, images, compile_seconds = {}, {}, {}
-    for solver, name, options in bilevel.parse_specs(args.solvers):
-        chosen = [f"--config.bilevel.options.{name}.{key}={value!r}" for key, value in options.items()]
-        config = load_config(config_file, [*overrides, *chosen, f"--config.bilevel.solver={name}"])
+    try:
+        specs = bilevel.parse_specs(args.solvers)
+        for _, name, options in specs:  # a bad option or combination stops here, before compiling
+            bilevel.make_solver(name, **options)
+        configs = {
+            solver: load_config(
+                config_file,
+                [
+                    *overrides,
+                    *(f"--config.bilevel.options.{name}.{key}={value!r}" for key, value in options.items()),
+                    f"--config.bilevel.solver={name}",
+                ],
+            )
+            for solver, name, options in specs
+        }
+    except (ConfigError, bilevel.SolverConfigError) as err:
+        parser.error(str(err))
+    for solver, config in configs.items():
         trainer = Trainer(config, mesh, num_modalities=len(config.data.modalities))
         n = len(config.data.modalities)
         tr = put_batch(mesh, synthetic_batch(config.batch.tr_size, size, size, n, 0))
