@@ -17,6 +17,7 @@ from fuse4seg_jax.models import pointwise as pointwise_module
 from fuse4seg_jax.models.convnext_unet import ConvNeXtBlock
 from fuse4seg_jax.models.inn import CouplingStack
 from fuse4seg_jax.models.pointwise import PatchConv, PatchConvTranspose, PointwiseConv, PointwiseLinear
+from fuse4seg_jax.models.same_conv import SameConv
 
 
 def _value_and_grads(module: nnx.Module, x: jax.Array):
@@ -44,6 +45,8 @@ _DENSE_LAYERS = {
         lambda r: PatchConvTranspose(6, 5, 2, rngs=r),
         lambda r: nnx.ConvTranspose(6, 5, (2, 2), strides=(2, 2), padding="VALID", rngs=r),
     ),
+    "same_3x3": (lambda r: SameConv(6, 5, (3, 3), rngs=r), lambda r: nnx.Conv(6, 5, (3, 3), rngs=r)),
+    "same_2x2": (lambda r: SameConv(6, 5, (2, 2), rngs=r), lambda r: nnx.Conv(6, 5, (2, 2), rngs=r)),
 }
 
 

@@ -19,6 +19,7 @@ from flax import nnx
 from fuse4seg_jax.errors import ConfigError
 from fuse4seg_jax.models.frequency_decoupled import check_images
 from fuse4seg_jax.models.registry import register
+from fuse4seg_jax.models.same_conv import SameConv
 
 
 class DenseBlock(nnx.Module):
@@ -35,7 +36,7 @@ class DenseBlock(nnx.Module):
 
     def __init__(self, channels: int, growth: int, layers: int, *, rngs: nnx.Rngs):
         self.convs = nnx.List(
-            [nnx.Conv(channels + i * growth, growth, (3, 3), rngs=rngs) for i in range(layers)]
+            [SameConv(channels + i * growth, growth, (3, 3), rngs=rngs) for i in range(layers)]
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -78,11 +79,11 @@ class CAFDenseFusion(nnx.Module):
         if num_modalities < 2:
             raise ConfigError(f"num_modalities must be >= 2 to fuse, got {num_modalities}")
         self.num_modalities = num_modalities
-        self.stem = nnx.Conv(num_modalities, width, (3, 3), rngs=rngs)
+        self.stem = SameConv(num_modalities, width, (3, 3), rngs=rngs)
         self.blocks = nnx.List([DenseBlock(width, growth, dense_layers, rngs=rngs) for _ in range(blocks)])
         block_out = width + dense_layers * growth
-        self.transitions = nnx.List([nnx.Conv(block_out, width, (1, 1), rngs=rngs) for _ in range(blocks)])
-        self.head = nnx.Conv(width, 1, (3, 3), rngs=rngs)
+        self.transitions = nnx.List([SameConv(block_out, width, (1, 1), rngs=rngs) for _ in range(blocks)])
+        self.head = SameConv(width, 1, (3, 3), rngs=rngs)
 
     def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
         check_images(x, self.num_modalities)

@@ -36,6 +36,7 @@ from fuse4seg_jax.models.pointwise import PatchConv, PatchConvTranspose, Pointwi
 from fuse4seg_jax.models.registry import register
 from fuse4seg_jax.models.remat import apply_block
 from fuse4seg_jax.models.restormer import ChannelLayerNorm
+from fuse4seg_jax.models.same_conv import SameConv
 
 _LN_EPS = 1e-6
 
@@ -280,7 +281,7 @@ class ConvNeXtUNet(nnx.Module):
         self.in_channels = in_channels
         self.remat = remat
         self.divisor = 2 ** (len(widths) - 1)
-        self.stem = nnx.Conv(
+        self.stem = SameConv(
             in_channels, widths[0], (3, 3), padding="SAME", bias_init=fan_in_bias(9 * in_channels), rngs=rngs
         )
         self.stem_norm = ChannelLayerNorm(widths[0], eps=_LN_EPS, rngs=rngs)

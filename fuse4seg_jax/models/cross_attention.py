@@ -36,6 +36,7 @@ from fuse4seg_jax.models.frequency_decoupled import (
 )
 from fuse4seg_jax.models.registry import register
 from fuse4seg_jax.models.restormer import RestormerBlock
+from fuse4seg_jax.models.same_conv import SameConv
 
 
 def attend(queries: jax.Array, keys: jax.Array, values: jax.Array, heads: int) -> tuple[jax.Array, jax.Array]:
@@ -141,7 +142,7 @@ class CrossAttentionFusion(nnx.Module):
     ):
         check_sizes(num_modalities, dim, heads)
         self.num_modalities = num_modalities
-        self.embed = nnx.Conv(1, dim, (3, 3), use_bias=False, rngs=rngs)
+        self.embed = SameConv(1, dim, (3, 3), use_bias=False, rngs=rngs)
         self.blocks = nnx.List([RestormerBlock(dim, heads, rngs=rngs) for _ in range(encoder_blocks)])
         self.mixer = PatchCrossAttention(dim, dim, dim, heads, patch, rngs=rngs)
         self.decoder = Decoder(2 * dim, dim, heads, decoder_blocks, rngs=rngs)

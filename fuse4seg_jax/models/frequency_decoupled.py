@@ -23,6 +23,7 @@ from fuse4seg_jax.models.inn import CouplingStack
 from fuse4seg_jax.models.pointwise import PointwiseConv
 from fuse4seg_jax.models.registry import register
 from fuse4seg_jax.models.restormer import RestormerBlock, base_block
+from fuse4seg_jax.models.same_conv import SameConv
 
 # Floor on an image's intensity range in min_max_per_image: a constant image maps to 0, not NaN.
 _RANGE_EPS = 1e-6
@@ -88,7 +89,7 @@ class Encoder(nnx.Module):
         remat: bool = False,
         rngs: nnx.Rngs,
     ):
-        self.embed = nnx.Conv(1, dim, (3, 3), use_bias=False, rngs=rngs)
+        self.embed = SameConv(1, dim, (3, 3), use_bias=False, rngs=rngs)
         self.blocks = nnx.List([RestormerBlock(dim, heads, remat=remat, rngs=rngs) for _ in range(blocks)])
         self.low = base_block(dim, heads, remat=remat, rngs=rngs)
         self.high = CouplingStack(dim, inn_layers, haar=inn_haar, rngs=rngs)
@@ -116,8 +117,8 @@ class Decoder(nnx.Module):
     ):
         self.reduce = PointwiseConv(in_dim, dim, use_bias=False, rngs=rngs)
         self.blocks = nnx.List([RestormerBlock(dim, heads, remat=remat, rngs=rngs) for _ in range(blocks)])
-        self.head = nnx.Conv(dim, dim // 2, (3, 3), use_bias=False, rngs=rngs)
-        self.out = nnx.Conv(dim // 2, 1, (3, 3), use_bias=False, rngs=rngs)
+        self.head = SameConv(dim, dim // 2, (3, 3), use_bias=False, rngs=rngs)
+        self.out = SameConv(dim // 2, 1, (3, 3), use_bias=False, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.reduce(x)

@@ -33,6 +33,7 @@ from fuse4seg_jax.models.channel_sum import per_channel
 from fuse4seg_jax.models.grouped_conv import GroupedConv
 from fuse4seg_jax.models.pointwise import PointwiseConv
 from fuse4seg_jax.models.remat import apply_block
+from fuse4seg_jax.models.same_conv import SameConv
 
 # torch.nn.functional.normalize's floor on the norm, so all-zero rows normalise to zero, not NaN.
 _L2_EPS = 1e-12
@@ -134,7 +135,7 @@ class MDTA(nnx.Module):
         self.qkv_mix = (
             GroupedConv(3 * dim, 3 * dim, (3, 3), groups=3 * dim, use_bias=bias, rngs=rngs)
             if qkv_mixing == "depthwise"
-            else nnx.Conv(3 * dim, 3 * dim, (3, 3), use_bias=bias, rngs=rngs)
+            else SameConv(3 * dim, 3 * dim, (3, 3), use_bias=bias, rngs=rngs)
         )
         self.temperature = nnx.Param(jnp.ones((heads,), jnp.float32))
         self.project_out = PointwiseConv(dim, dim, use_bias=bias, rngs=rngs)

@@ -58,6 +58,7 @@ from fuse4seg_jax.models.pointwise import PointwiseConv, PointwiseLinear
 from fuse4seg_jax.models.registry import register
 from fuse4seg_jax.models.remat import apply_block
 from fuse4seg_jax.models.restormer import MDTA, RestormerBlock, _l2_normalise
+from fuse4seg_jax.models.same_conv import SameConv
 
 
 class LeFF(nnx.Module):
@@ -101,7 +102,7 @@ class ResidualTransformerGroup(nnx.Module):
 
     def __init__(self, dim: int, heads: int, blocks: int, expansion: float, *, rngs: nnx.Rngs):
         self.blocks = nnx.List([transformer_block(dim, heads, expansion, rngs=rngs) for _ in range(blocks)])
-        self.conv = nnx.Conv(dim, dim, (3, 3), rngs=rngs)
+        self.conv = SameConv(dim, dim, (3, 3), rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """``(B, H, W, C) -> (B, H, W, C)``."""
@@ -165,8 +166,8 @@ class Decoder(nnx.Module):
     def __init__(self, dim: int, heads: int, blocks: int, expansion: float, *, rngs: nnx.Rngs):
         self.reduce = PointwiseConv(3 * dim, dim, use_bias=False, rngs=rngs)
         self.blocks = nnx.List([transformer_block(dim, heads, expansion, rngs=rngs) for _ in range(blocks)])
-        self.head = nnx.Conv(dim, dim // 2, (3, 3), use_bias=False, rngs=rngs)
-        self.out = nnx.Conv(dim // 2, 1, (3, 3), use_bias=False, rngs=rngs)
+        self.head = SameConv(dim, dim // 2, (3, 3), use_bias=False, rngs=rngs)
+        self.out = SameConv(dim // 2, 1, (3, 3), use_bias=False, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = _run(self.blocks, self.reduce(x))
@@ -240,7 +241,7 @@ class SMFNet(nnx.Module):
         if len(factors) < 2 or len(set(factors)) != len(factors) or min(factors) < 1:
             raise ConfigError(f"graph_factors must be at least two distinct integers >= 1, got {factors}")
         self.num_modalities = num_modalities
-        self.embed = nnx.Conv(1, dim, (3, 3), bias_init=fan_in_bias(9), rngs=rngs)
+        self.embed = SameConv(1, dim, (3, 3), bias_init=fan_in_bias(9), rngs=rngs)
         self.shallow = nnx.List(
             [transformer_block(dim, heads, expansion, rngs=rngs) for _ in range(shallow_blocks)]
         )
