@@ -5,7 +5,7 @@ Outside loops, XLA:CPU rewrites the two convolutions of a convolution's reverse 
 gradient and the kernel's) into its canonical dimension order (``b01f_01io->b01f``) with
 transposes. Inside a loop body (``lax.scan``, ``fori_loop``, ``lax.map``: the solvers'
 ``scan_inner`` and ``solve_loop="while"``, gradient accumulation over micro-batches) it leaves them
-in the order JAX's transpose rules write them, and there they ran 25-40x slower on a
+in the order JAX's transpose rules write them, and there they ran 25-50x slower on a
 8 x 64 x 64 x 32 map (``python -m benchmarks.loop_conv``). Here the reverse rule writes both in the
 canonical order itself:
 
