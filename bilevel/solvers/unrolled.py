@@ -41,9 +41,11 @@ class Unrolled(Solver):
         reuse_outer_work: compute each step's work on the leader and the batch alone (the
             leader's forward pass) once, in the forward sweep, and keep what the reverse pass
             reads of it instead of recomputing it there
-            (:func:`bilevel.curvature.differentiable_step`): less time, and memory that grows with
-            ``T`` by those kept results (with ``remat``, one segment's). XLA's
-            common-subexpression elimination does the sharing; a test counts the FLOPs saved.
+            (:func:`bilevel.curvature.differentiable_step`): ``T`` leader forwards less work,
+            memory that grows with ``T`` by those kept results (with ``remat``, one segment's),
+            and less time only where that work is a large share of a step
+            (``docs/solvers.md#unrolled``). XLA's common-subexpression elimination does the
+            sharing; a test counts the FLOPs saved.
 
     Raises:
         SolverConfigError: ``truncate`` is not positive, or ``reuse_outer_work`` is combined with
