@@ -11,6 +11,7 @@ these sums took 41 % (leader) and 44 % (follower) of the forward+backward's thre
 - :func:`channel_sum` ``(t) -> (C,)``: two reductions, the first over chunks of at most 32.
 - :func:`per_channel` ``(v, shape)``: ``v: (C,)`` broadcast to ``shape``, whose gradient is the
   :func:`channel_sum` of the cotangent.
+- :func:`add_bias` ``(y, bias)``: a layer's optional bias added through :func:`per_channel`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 # The longest axis XLA:CPU sums without the windowed rewrite.
 _CHUNK = 32
@@ -54,3 +56,9 @@ def _per_channel_bwd(shape, _, cotangent):
 
 
 per_channel.defvjp(_per_channel_fwd, _per_channel_bwd)
+
+
+def add_bias(y: jax.Array, bias: nnx.Param | None) -> jax.Array:
+    """``y: (..., C)`` plus a layer's bias ``(C,)`` in ``y``'s dtype, broadcast by :func:`per_channel`;
+    ``bias`` None: ``y``."""
+    return y if bias is None else y + per_channel(bias[...].astype(y.dtype), y.shape)

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from bilevel.schedule import after, materialize
-from fuse4seg_jax.models.channel_sum import channel_sum, per_channel
+from fuse4seg_jax.models.channel_sum import add_bias, channel_sum
 
 _DEFAULT_KERNEL_INIT = jax.nn.initializers.lecun_normal()
 
@@ -236,4 +236,4 @@ class GroupedConv(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         y = grouped_conv(x, self.kernel[...].astype(x.dtype), self.groups, self.padding)
-        return y if self.bias is None else y + per_channel(self.bias[...].astype(x.dtype), y.shape)
+        return add_bias(y, self.bias)

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from bilevel.schedule import after
-from fuse4seg_jax.models.channel_sum import per_channel
+from fuse4seg_jax.models.channel_sum import add_bias
 
 
 def _matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -107,7 +107,7 @@ class PatchConvTranspose(nnx.ConvTranspose):
         # x[h, w] times kernel[p - 1 - i, p - 1 - j]
         kernel = jnp.flip(self.kernel[...], (0, 1)).transpose(2, 0, 1, 3).reshape(x.shape[-1], -1)
         y = _from_patches(_dense(x, kernel, None), self.kernel_size[0])
-        return y if self.bias is None else y + per_channel(self.bias[...].astype(x.dtype), y.shape)
+        return add_bias(y, self.bias)
 
 
 def _strided(patch: int) -> dict:
@@ -129,5 +129,4 @@ def _from_patches(y: jax.Array, p: int) -> jax.Array:
 
 def _dense(x: jax.Array, kernel: jax.Array, bias: nnx.Param | None) -> jax.Array:
     """``x @ kernel (+ bias)`` in ``x``'s dtype, the product by :func:`pointwise`."""
-    y = pointwise(x, kernel.astype(x.dtype))
-    return y if bias is None else y + per_channel(bias[...].astype(x.dtype), y.shape)
+    return add_bias(pointwise(x, kernel.astype(x.dtype)), bias)
