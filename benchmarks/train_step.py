@@ -1,6 +1,7 @@
 """Time per bi-level outer step for each solver on the demo sizes, as ratios to first-order.
 
-All solvers are compiled first (the seconds to trace, lower and compile each step are printed;
+All solvers are compiled first (the seconds to trace, lower and compile each step are printed,
+and its compiled temporaries from XLA's memory analysis;
 no persistent cache is used), then timed round-robin in one process (the machine is noisy, so
 only ratios measured side by side mean anything). Synthetic batches of the demo's shape are used,
 so no dataset is needed. On a GPU, ``--paper`` times paper-size models at 224 x 224 and prints
@@ -54,7 +55,7 @@ def main() -> None:
     config_file = "configs/brats2021_t1ce_flair.py" if args.paper else "configs/demo.py"
     size = 224 if args.paper else 64
     mesh = make_mesh(-1)
-    fns, images, compile_seconds = {}, {}, {}
+    fns, images, compile_seconds, temporaries = {}, {}, {}, {}
     try:
         specs = bilevel.parse_specs(args.solvers)
         for _, name, options in specs:  # a bad option or combination stops here, before compiling
@@ -81,6 +82,7 @@ def main() -> None:
         start = time.perf_counter()
         compiled = trainer.steps["bilevel"].lower(holder["state"], tr, val).compile()
         compile_seconds[solver] = time.perf_counter() - start
+        temporaries[solver] = compiled.memory_analysis().temp_size_in_bytes / 2**20
 
         def step(compiled=compiled, holder=holder, tr=tr, val=val):
             holder["state"], metrics = compiled(holder["state"], tr, val)
@@ -92,8 +94,11 @@ def main() -> None:
     base = seconds.get("first_order", next(iter(seconds.values())))
     print(f"one outer step, {size} x {size}, K inner steps included; {mesh.devices.size} device(s)")
     print_table(
-        ("solver", "ms / outer step", "ratio to first_order", "images / s", "compile s"),
-        [(s, 1e3 * t, t / base, images[s] / t, compile_seconds[s]) for s, t in seconds.items()],
+        ("solver", "ms / outer step", "ratio to first_order", "images / s", "compile s", "temporaries MiB"),
+        [
+            (s, 1e3 * t, t / base, images[s] / t, compile_seconds[s], temporaries[s])
+            for s, t in seconds.items()
+        ],
     )
 
 
