@@ -19,8 +19,12 @@ def test_overrides_are_typed_and_checked():
             "--config.stages.bilevel=7",
             "--config.optim.leader_lr=1e-5",
             "--config.data.modalities=('t1','t2','flair')",
+            "--config.bilevel.options.unrolled.scan_inner=true",
+            "--config.mesh.shard_params=True",
         ],
     )
+    assert c.bilevel.options.unrolled.scan_inner is True
+    assert c.mesh.shard_params is True
     assert c.bilevel.solver == "implicit_cg"
     assert c.stages.bilevel == 7
     assert c.optim.leader_lr == pytest.approx(1e-5)
@@ -33,6 +37,7 @@ def test_overrides_are_typed_and_checked():
         ("--config.bilevel.solverr=x", "unknown config key 'bilevel.solverr'"),
         ("--config.nope.solver=x", "unknown config key 'nope'"),
         ("--config.stages.bilevel=abc", "bad value for config key 'stages.bilevel'"),
+        ("--config.mesh.shard_params=yes", "bad value for config key 'mesh.shard_params'"),
         ("--config.stages.bilevel", "expected --config.<key>=<value>"),
     ],
 )

@@ -28,7 +28,8 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ml_collectio
         path: a config file such as ``configs/demo.py``; ``file.py:arg`` passes ``arg`` to
             ``get_config(arg)`` (the baseline configs take ``demo`` or ``paper``).
         overrides: strings ``--config.a.b=value``; ``value`` is read as a Python literal when it
-            parses as one (``3``, ``1e-4``, ``(1, 2)``, ``True``), else kept as a string.
+            parses as one (``3``, ``1e-4``, ``(1, 2)``, ``True``), else kept as a string; a
+            boolean key also takes ``true`` / ``false``, as solver specs do.
 
     Returns:
         the locked config (unknown keys cannot be added afterwards).
@@ -71,8 +72,8 @@ def apply_override(config: ml_collections.ConfigDict, item: str) -> None:
         node = node[part]
     if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
         raise ConfigError(f"unknown config key {key!r}; known here: {', '.join(sorted(node))}")
-    value = _parse_value(raw)
     old = node[leaf]
+    value = _parse_value(raw, isinstance(old, bool))
     if isinstance(old, tuple) and isinstance(value, list):
         value = tuple(value)
     if isinstance(old, tuple) and not isinstance(value, tuple):
@@ -83,7 +84,10 @@ def apply_override(config: ml_collections.ConfigDict, item: str) -> None:
         raise ConfigError(f"bad value for config key {key!r}: {err}") from err
 
 
-def _parse_value(raw: str) -> Any:
+def _parse_value(raw: str, boolean: bool) -> Any:
+    # lower-case true / false as well, as solver specs (bilevel.parse_spec) read them
+    if boolean and raw.lower() in ("true", "false"):
+        return raw.lower() == "true"
     try:
         return ast.literal_eval(raw)
     except (ValueError, SyntaxError):

@@ -199,10 +199,17 @@ def demo_config() -> ml_collections.ConfigDict:
     # paper's m = 0.99 over 50 steps the evaluated leader would still be 60 % the pre-trained one
     # (0.99^50), not the leader the follower was trained against.
     c.bilevel.ema = 0.9
-    # The K follower steps as one lax.scan: the bi-level step compiles in 17.7 s instead of 31.9 s
-    # and runs 1.19x slower (0.76 s against 0.64 s on 2 CPU cores), a gain over 50 outer steps
-    # (docs/solvers.md#xlacpu-performance-facts). Same values, to rounding.
-    c.bilevel.options.first_order.scan_inner = True
+    # Every solver's loops compiled once, not traced out: the K follower steps as one lax.scan,
+    # a linear solve's iterations as one while_loop. Same values, to rounding. On 2 CPU cores
+    # (benchmarks/train_step.py, 7 interleaved steps) the first-order step compiles in 26 s
+    # instead of 48 s and runs in 0.45 s against 0.53 s; implicit CG-10 in 93 s instead of 509 s,
+    # 1.54 s against 1.51 s a step; unrolled in 85 s instead of 302 s, 2.77 s against 2.28 s, a
+    # gain over any run shorter than about 440 outer steps (docs/solvers.md#xlacpu-performance-facts).
+    for options in c.bilevel.options.values():
+        if "scan_inner" in options:
+            options.scan_inner = True
+        if "solve_loop" in options:
+            options.solve_loop = "while"
     c.optim.pretrain_lr = 1e-3
     c.optim.leader_lr = 3e-4
     c.optim.follower_lr = 2e-3
