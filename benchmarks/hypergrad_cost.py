@@ -14,9 +14,10 @@ library's unrolled solver (forward-over-reverse step VJPs). "one HVP" is one Hes
 of the inner loss at the initial point (``bilevel.curvature.hvp``), timed in the same rounds, so
 an implicit solver's cost can be read against first-order + its HVPs. A second table gives the
 unrolled solver's peak memory at K = 1, 5, 20 with and without rematerialisation, stored
-linearisations and reused leader work.
+linearisations and reused leader work. ``--solvers`` adds rows for further solver specs
+(``bilevel.parse_specs``), e.g. ``first_order:scan_inner=true,unrolled:scan_inner=true``.
 
-Usage (repository root): ``python -m benchmarks.hypergrad_cost [--rounds 5]``.
+Usage (repository root): ``python -m benchmarks.hypergrad_cost [--rounds 5] [--solvers SPECS]``.
 """
 
 from __future__ import annotations
@@ -151,7 +152,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds (median reported)")
     parser.add_argument("--k", type=int, default=5, help="inner steps per outer step")
+    parser.add_argument("--solvers", default="", help="further solver specs to time, e.g. unrolled:scan_inner=true")
     args = parser.parse_args()
+    try:
+        extra = bilevel.make_solvers(bilevel.parse_specs(args.solvers)) if args.solvers else {}
+    except bilevel.SolverConfigError as err:
+        parser.error(str(err))
 
     follower, leader = init_params(jax.random.key(0))
     inner_batches = make_batch(jax.random.key(1), (args.k,))
@@ -175,6 +181,7 @@ def main() -> None:
         "bome": bilevel.make_solver("bome"),
         "finite_difference": bilevel.make_solver("finite_difference"),
         "joint": bilevel.make_solver("joint"),
+        **extra,
     }
     states = {
         name: bilevel.init(follower, leader, INNER_OPT, OUTER_OPT, solver=s) for name, s in solvers.items()
