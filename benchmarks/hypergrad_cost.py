@@ -152,7 +152,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds (median reported)")
     parser.add_argument("--k", type=int, default=5, help="inner steps per outer step")
-    parser.add_argument("--solvers", default="", help="further solver specs to time, e.g. unrolled:scan_inner=true")
+    parser.add_argument("--solvers", default="", help="further solver specs, e.g. unrolled:scan_inner=true")
     args = parser.parse_args()
     try:
         extra = bilevel.make_solvers(bilevel.parse_specs(args.solvers)) if args.solvers else {}
