@@ -227,7 +227,7 @@ def smoke_config() -> ml_collections.ConfigDict:
     For checking an install or a change end to end, and what the tests and ``benchmarks/``
     kill-and-resume script run. Slices are 48 x 48 (the fusion scores' VIF needs at least 41
     pixels a side); the default leader and follower shrink further than their demo sizes, the
-    other models keep them; solvers with a linear solve trace 2 iterations.
+    other models keep them; solvers with a linear solve stop after 2 iterations.
     """
     c = demo_config()
     c.data.manual_dir = "data/smoke_phantom"
