@@ -85,7 +85,7 @@ def apply_override(config: ml_collections.ConfigDict, item: str) -> None:
 
 
 def _parse_value(raw: str, boolean: bool) -> Any:
-    # lower-case true / false as well, as solver specs (bilevel.parse_spec) read them
+    # lower-case true / false as well, as solver specs (bilevel.parse_specs) read them
     if boolean and raw.lower() in ("true", "false"):
         return raw.lower() == "true"
     try:
